@@ -1,0 +1,243 @@
+"""The network pieces, written once for the inference and the training graph.
+
+Each piece has a `create_*_weights` function that makes its variables with
+`tf.get_variable` under the caller's variable scope (so the caller decides the
+TF1-compatible names) and a function that applies those weights to a tensor.
+Creating and applying are separate because training applies one set of
+weights to both directions.
+
+Shapes: B batch, T time steps, C characters per token, D dims.
+"""
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+DTYPE = tf.float32
+# The TF1 LSTMCell adds this to the forget gate; it is not part of the weights.
+FORGET_BIAS = 1.0
+
+
+# ---------------------------------------------------------------------------
+# Character CNN, highway layers and projection
+# ---------------------------------------------------------------------------
+
+def create_char_cnn_weights(cnn_options: dict, projection_dim: int) -> dict:
+    """Variables of the character encoder, with the original initializers.
+
+    Names under the current scope: char_embed, CNN/W_cnn_{i}, CNN/b_cnn_{i},
+    CNN_high_{i}/{W,b}_{carry,transform}, CNN_proj/{W,b}_proj.
+    """
+    n_chars = cnn_options["n_characters"]
+    char_dim = cnn_options["embedding"]["dim"]
+    filters = cnn_options["filters"]
+    n_filters = sum(count for _, count in filters)
+    weights = {"char_embed": tf.get_variable(
+        "char_embed", [n_chars, char_dim], dtype=DTYPE,
+        initializer=tf.random_uniform_initializer(-1.0, 1.0))}
+
+    weights["cnn"] = []
+    with tf.variable_scope("CNN"):
+        for i, (width, count) in enumerate(filters):
+            if cnn_options["activation"] == "relu":
+                w_init = tf.random_uniform_initializer(minval=-0.05, maxval=0.05)
+            else:
+                w_init = tf.random_normal_initializer(
+                    stddev=np.sqrt(1.0 / (width * char_dim)))
+            kernel = tf.get_variable(f"W_cnn_{i}", [1, width, char_dim, count],
+                                     dtype=DTYPE, initializer=w_init)
+            bias = tf.get_variable(f"b_cnn_{i}", [count], dtype=DTYPE,
+                                   initializer=tf.constant_initializer(0.0))
+            weights["cnn"].append((kernel, bias))
+
+    weights["highway"] = []
+    dense_init = tf.random_normal_initializer(stddev=np.sqrt(1.0 / n_filters))
+    for i in range(cnn_options.get("n_highway") or 0):
+        with tf.variable_scope(f"CNN_high_{i}"):
+            layer = {}
+            for gate, bias_value in (("carry", -2.0), ("transform", 0.0)):
+                layer[f"W_{gate}"] = tf.get_variable(
+                    f"W_{gate}", [n_filters, n_filters], dtype=DTYPE,
+                    initializer=dense_init)
+                layer[f"b_{gate}"] = tf.get_variable(
+                    f"b_{gate}", [n_filters], dtype=DTYPE,
+                    initializer=tf.constant_initializer(bias_value))
+            weights["highway"].append(layer)
+
+    weights["projection"] = None
+    if n_filters != projection_dim:
+        with tf.variable_scope("CNN_proj"):
+            weights["projection"] = (
+                tf.get_variable("W_proj", [n_filters, projection_dim], dtype=DTYPE,
+                                initializer=dense_init),
+                tf.get_variable("b_proj", [projection_dim], dtype=DTYPE,
+                                initializer=tf.constant_initializer(0.0)))
+    return weights
+
+
+def char_cnn(char_ids: tf.Tensor, weights: dict, cnn_options: dict) -> tf.Tensor:
+    """Token vectors from character ids.
+
+    Args:
+      char_ids: int [B, T, C].
+    Returns:
+      float32 [B, T, projection_dim] (or [B, T, sum of filter counts] when
+      there is no projection).
+    """
+    activation = tf.nn.relu if cnn_options["activation"] == "relu" else tf.nn.tanh
+    char_embedding = tf.nn.embedding_lookup(weights["char_embed"], char_ids)
+    max_chars = cnn_options["max_characters_per_token"]
+    convolutions = []
+    for (width, _), (kernel, bias) in zip(cnn_options["filters"], weights["cnn"]):
+        conv = tf.nn.conv2d(char_embedding, kernel, strides=[1, 1, 1, 1],
+                            padding="VALID") + bias
+        # The original max-pools first and applies the activation after.
+        conv = tf.nn.max_pool2d(conv, [1, 1, max_chars - width + 1, 1],
+                                [1, 1, 1, 1], "VALID")
+        convolutions.append(tf.squeeze(activation(conv), axis=2))
+    embedding = tf.concat(convolutions, axis=2)
+    return highway_and_projection(embedding, weights)
+
+
+def highway_and_projection(embedding: tf.Tensor, weights: dict) -> tf.Tensor:
+    """Highway layers then the projection, on [B, T, n_filters] -> [B, T, out]."""
+    if not weights["highway"] and weights["projection"] is None:
+        return embedding
+    batch_and_time = tf.shape(embedding)[:2]
+    x = tf.reshape(embedding, [-1, int(embedding.shape[-1])])
+    for layer in weights["highway"]:
+        carry_gate = tf.nn.sigmoid(tf.matmul(x, layer["W_carry"]) + layer["b_carry"])
+        transform = tf.nn.relu(tf.matmul(x, layer["W_transform"]) + layer["b_transform"])
+        x = carry_gate * transform + (1.0 - carry_gate) * x
+    if weights["projection"] is not None:
+        w_proj, b_proj = weights["projection"]
+        x = tf.matmul(x, w_proj) + b_proj
+    out_dim = int(x.shape[-1])
+    return tf.reshape(x, tf.concat([batch_and_time, [out_dim]], axis=0))
+
+
+# ---------------------------------------------------------------------------
+# LSTM with projection and clipping (the TF1 LSTMCell, gate order i, j, f, o)
+# ---------------------------------------------------------------------------
+
+class LSTMWeights(NamedTuple):
+    kernel: tf.Variable              # [input_dim + output_dim, 4 * dim]
+    bias: tf.Variable                # [4 * dim]
+    projection: Optional[tf.Variable]  # [dim, projection_dim] or None
+
+
+def create_lstm_weights(input_dim: int, lstm_dim: int, projection_dim: int) -> LSTMWeights:
+    """Variables `lstm_cell/kernel`, `lstm_cell/bias` and, when projecting,
+    `lstm_cell/projection/kernel` under the current scope (TF1 LSTMCell names)."""
+    output_dim = projection_dim if projection_dim < lstm_dim else lstm_dim
+    with tf.variable_scope("lstm_cell"):
+        kernel = tf.get_variable("kernel", [input_dim + output_dim, 4 * lstm_dim],
+                                 dtype=DTYPE)
+        bias = tf.get_variable("bias", [4 * lstm_dim], dtype=DTYPE,
+                               initializer=tf.zeros_initializer())
+        projection = None
+        if projection_dim < lstm_dim:
+            with tf.variable_scope("projection"):
+                projection = tf.get_variable("kernel", [lstm_dim, projection_dim],
+                                             dtype=DTYPE)
+    return LSTMWeights(kernel, bias, projection)
+
+
+def lstm_cell_update(input_gates: tf.Tensor, c_prev: tf.Tensor, h_prev: tf.Tensor,
+                     recurrent_kernel: tf.Tensor, projection: Optional[tf.Tensor],
+                     cell_clip: Optional[float], proj_clip: Optional[float]
+                     ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """One LSTM step given the input's share of the gates.
+
+    Args:
+      input_gates: [B, 4*dim], x·W_x + b for this step.
+      c_prev: [B, dim]; h_prev: [B, out_dim].
+    Returns:
+      (c, h): [B, dim], [B, out_dim].
+    """
+    gates = input_gates + tf.matmul(h_prev, recurrent_kernel)
+    i, j, f, o = tf.split(gates, 4, axis=1)
+    c = tf.sigmoid(f + FORGET_BIAS) * c_prev + tf.sigmoid(i) * tf.tanh(j)
+    if cell_clip is not None:
+        c = tf.clip_by_value(c, -cell_clip, cell_clip)
+    h = tf.sigmoid(o) * tf.tanh(c)
+    if projection is not None:
+        h = tf.matmul(h, projection)
+    if proj_clip is not None:
+        h = tf.clip_by_value(h, -proj_clip, proj_clip)
+    return c, h
+
+
+def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf.Tensor],
+             sequence_lengths: Optional[tf.Tensor] = None,
+             cell_clip: Optional[float] = None, proj_clip: Optional[float] = None,
+             residual: bool = False) -> Tuple[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
+    """Run one LSTM layer over time.
+
+    The input-to-gates product of every step is one matrix product outside the
+    recurrence; only h·W_h is left inside the loop.
+
+    Args:
+      inputs: float32 [B, T, input_dim].
+      initial_state: (c [B, dim], h [B, out_dim]).
+      sequence_lengths: int32 [B] or None (all steps valid). Past its length a
+        row outputs zeros and its state stops changing (TF1 dynamic_rnn).
+      residual: add the layer input to the output (TF1 ResidualWrapper);
+        the carried state excludes it.
+    Returns:
+      outputs float32 [B, T, out_dim], final state (c, h) — the state at each
+      row's last valid step.
+    """
+    input_dim = int(inputs.shape[-1])
+    input_kernel = weights.kernel[:input_dim]
+    recurrent_kernel = weights.kernel[input_dim:]
+    batch_size = tf.shape(inputs)[0]
+    n_steps = tf.shape(inputs)[1]
+    flat_inputs = tf.reshape(inputs, [-1, input_dim])
+    input_gates = tf.matmul(flat_inputs, input_kernel) + weights.bias
+    # time-major [T, B, 4*dim] so the loop reads one contiguous step at a time
+    input_gates = tf.transpose(
+        tf.reshape(input_gates, [batch_size, n_steps, -1]), [1, 0, 2])
+    if sequence_lengths is not None:
+        valid = tf.transpose(tf.sequence_mask(sequence_lengths, n_steps))  # [T, B]
+        valid = tf.expand_dims(valid, -1)
+
+    outputs = tf.TensorArray(DTYPE, size=n_steps)
+    c0, h0 = initial_state
+
+    def step(t, c_prev, h_prev, outputs):
+        c, h = lstm_cell_update(input_gates[t], c_prev, h_prev, recurrent_kernel,
+                                weights.projection, cell_clip, proj_clip)
+        if sequence_lengths is not None:
+            is_valid = valid[t]
+            out = tf.where_v2(is_valid, h, 0.0)
+            c = tf.where_v2(is_valid, c, c_prev)
+            h = tf.where_v2(is_valid, h, h_prev)
+        else:
+            out = h
+        return t + 1, c, h, outputs.write(t, out)
+
+    _, c_final, h_final, outputs = tf.while_loop(
+        lambda t, *_: t < n_steps, step, [tf.constant(0), c0, h0, outputs],
+        parallel_iterations=1)
+    layer_output = tf.transpose(outputs.stack(), [1, 0, 2])
+    out_dim = int(recurrent_kernel.shape[0])
+    layer_output.set_shape([None, None, out_dim])
+    c_final.set_shape(c0.shape)
+    h_final.set_shape(h0.shape)
+    if residual:
+        if sequence_lengths is not None:
+            inputs = inputs * tf.cast(tf.sequence_mask(sequence_lengths, n_steps),
+                                      DTYPE)[:, :, None]
+        layer_output = layer_output + inputs
+    return layer_output, (c_final, h_final)
+
+
+def reverse_sequences(x: tf.Tensor, sequence_lengths: tf.Tensor) -> tf.Tensor:
+    """Reverse each row of [B, T, ...] within its length (padding stays put)."""
+    return tf.reverse_sequence(x, sequence_lengths, seq_axis=1, batch_axis=0)
+
+
+def lstm_output_dim(lstm_dim: int, projection_dim: int) -> int:
+    """Size of h: the projection when it is smaller than the cell."""
+    return projection_dim if projection_dim < lstm_dim else lstm_dim
