@@ -8,8 +8,14 @@ setup(
     packages=find_packages(include=["bilm", "bilm.*"]),
     package_data={"bilm": ["default_model/*"]},
     python_requires=">=3.10",
-    install_requires=["tensorflow>=2.16", "h5py", "numpy"],
-    extras_require={"test": ["pytest"]},
+    # TensorFlow comes from an extra: the CPU and GPU builds are different
+    # distributions, and the GPU image of the Dockerfile already has one.
+    install_requires=["h5py", "numpy"],
+    extras_require={
+        "cpu": ["tensorflow-cpu>=2.16"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        "test": ["pytest"],
+    },
     entry_points={"console_scripts": ["bilm=bilm.cli:main"]},
     license="Apache-2.0",
 )

@@ -64,6 +64,21 @@ def _read_lines(filename: str) -> List[str]:
             "vocabulary and data files must be UTF-8 encoded") from None
 
 
+def iter_tokenized_lines(filename: str) -> Iterator[List[str]]:
+    """Stream the whitespace-split tokens of each line of a UTF-8 file.
+
+    An empty line gives []. Invalid UTF-8 raises ValueError naming the line.
+    """
+    with open(filename, 'rb') as f:
+        for line_number, raw_line in enumerate(f, start=1):
+            try:
+                yield raw_line.decode('utf-8', errors='strict').split()
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{filename}, line {line_number}: not valid UTF-8 "
+                    f"({err.reason}); text files must be UTF-8 encoded") from None
+
+
 def _check_sentences(sentences: Sequence[Sequence[str]]) -> None:
     if len(sentences) == 0:
         raise ValueError("batch_sentences needs at least one sentence, got []")

@@ -236,8 +236,3 @@ def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf
 def reverse_sequences(x: tf.Tensor, sequence_lengths: tf.Tensor) -> tf.Tensor:
     """Reverse each row of [B, T, ...] within its length (padding stays put)."""
     return tf.reverse_sequence(x, sequence_lengths, seq_axis=1, batch_axis=0)
-
-
-def lstm_output_dim(lstm_dim: int, projection_dim: int) -> int:
-    """Size of h: the projection when it is smaller than the cell."""
-    return projection_dim if projection_dim < lstm_dim else lstm_dim

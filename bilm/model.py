@@ -15,10 +15,11 @@ import h5py
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .data import Batcher, UnicodeCharsVocabulary
+from .data import Batcher, UnicodeCharsVocabulary, iter_tokenized_lines
 from .layers import (DTYPE, char_cnn, create_char_cnn_weights, create_lstm_weights,
-                     lstm_output_dim, reverse_sequences, run_lstm)
-from .options import N_CHARACTERS_INFERENCE, load_and_validate, lstm_settings
+                     reverse_sequences, run_lstm)
+from .options import (N_CHARACTERS_INFERENCE, load_and_validate, lstm_output_dim,
+                      lstm_settings)
 from .weights import WeightReader, inference_variable_to_hdf5
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class BidirectionalLanguageModel:
     def __init__(self, options_file: str, weight_file: str,
                  use_character_inputs: bool = True,
                  embedding_weight_file: Optional[str] = None,
-                 max_batch_size: int = 128):
+                 max_batch_size: int = 128, stateless: bool = False):
         """
         Args:
           options_file: options.json of the model (n_characters 262).
@@ -43,6 +44,9 @@ class BidirectionalLanguageModel:
             `weight_file` when that file holds an `embedding` dataset (as the
             weights of a word-input model do).
           max_batch_size: rows of the LSTM state variables; no batch may be larger.
+          stateless: start every batch from zero LSTM states and keep no state
+            between batches, so a sentence always gets the same vectors
+            whatever ran before (the original is stateful: the default).
         """
         required_chars = N_CHARACTERS_INFERENCE if use_character_inputs else None
         self._options = load_and_validate(options_file, n_characters=required_chars)
@@ -60,6 +64,7 @@ class BidirectionalLanguageModel:
         self._embedding_weight_file = embedding_weight_file
         self._use_character_inputs = use_character_inputs
         self._max_batch_size = max_batch_size
+        self._stateless = stateless
         self._ops = {}
         self._graphs = {}
 
@@ -76,7 +81,8 @@ class BidirectionalLanguageModel:
         if ids_placeholder in self._ops:
             return self._ops[ids_placeholder]
         graph_args = dict(use_character_inputs=self._use_character_inputs,
-                          max_batch_size=self._max_batch_size, reader=self._reader)
+                          max_batch_size=self._max_batch_size, reader=self._reader,
+                          stateless=self._stateless)
         if not self._ops:
             lm_graph = BidirectionalLanguageModelGraph(
                 self._options, self._weight_file, ids_placeholder,
@@ -137,8 +143,10 @@ class BidirectionalLanguageModelGraph:
     def __init__(self, options: dict, weight_file: str, ids_placeholder: tf.Tensor,
                  use_character_inputs: bool = True,
                  embedding_weight_file: Optional[str] = None,
-                 max_batch_size: int = 128, reader: Optional[WeightReader] = None):
+                 max_batch_size: int = 128, reader: Optional[WeightReader] = None,
+                 stateless: bool = False):
         self.options = options
+        self.stateless = stateless
         self._max_batch_size = max_batch_size
         self.use_character_inputs = use_character_inputs
         self.ids_placeholder = _check_ids(ids_placeholder, options, use_character_inputs)
@@ -198,12 +206,18 @@ class BidirectionalLanguageModelGraph:
             if direction == "backward":
                 layer_input = reverse_sequences(layer_input, lengths)
             for layer in range(settings["n_layers"]):
-                state_vars = [
-                    tf.Variable(tf.zeros([self._max_batch_size, dim]), trainable=False,
-                                name=f"lstm_state_{direction}_{layer}_{part}")
-                    for dim, part in ((lstm_dim, "c"), (out_dim, "h"))]
-                with tf.control_dependencies([check_batch]):
-                    batch_init_state = [state[:batch_size] for state in state_vars]
+                if self.stateless:
+                    state_vars = []
+                    batch_init_state = [tf.zeros([batch_size, dim])
+                                        for dim in (lstm_dim, out_dim)]
+                else:
+                    state_vars = [
+                        tf.Variable(tf.zeros([self._max_batch_size, dim]),
+                                    trainable=False,
+                                    name=f"lstm_state_{direction}_{layer}_{part}")
+                        for dim, part in ((lstm_dim, "c"), (out_dim, "h"))]
+                    with tf.control_dependencies([check_batch]):
+                        batch_init_state = [state[:batch_size] for state in state_vars]
                 scope = f"RNN_{i_direction}/RNN/MultiRNNCell/Cell{layer}"
                 with tf.variable_scope(scope), tf.variable_scope("rnn"):
                     cell_weights = create_lstm_weights(
@@ -307,10 +321,9 @@ def dump_bilm_embeddings(vocab_file: str, dataset_file: str, options_file: str,
         with tf.Session(config=tf.ConfigProto(allow_soft_placement=True)) as sess:
             sess.run(tf.global_variables_initializer())
             try:
-                with open(dataset_file, encoding="utf-8") as fin, \
-                        h5py.File(tmp_file, "w") as fout:
-                    for sentence_id, line in enumerate(fin):
-                        char_ids = batcher.batch_sentences([line.strip().split()])
+                with h5py.File(tmp_file, "w") as fout:
+                    for sentence_id, tokens in enumerate(iter_tokenized_lines(dataset_file)):
+                        char_ids = batcher.batch_sentences([tokens])
                         embeddings = sess.run(ops["lm_embeddings"],
                                               feed_dict={ids_placeholder: char_ids})
                         fout.create_dataset(str(sentence_id), embeddings.shape[1:],

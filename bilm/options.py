@@ -76,6 +76,8 @@ def validate_options(options: dict, source: str = "options",
     for key in ("dim", "projection_dim"):
         if _get(options, f"lstm.{key}", int, source) <= 0:
             raise OptionsError(f"{source}: 'lstm.{key}' must be positive")
+    if options["lstm"]["projection_dim"] > options["lstm"]["dim"]:
+        raise OptionsError(f"{source}: 'lstm.projection_dim' must not exceed 'lstm.dim'")
     n_layers = _get(options, "lstm.n_layers", int, source, required=False, default=1)
     if n_layers < 1:
         raise OptionsError(f"{source}: 'lstm.n_layers' must be >= 1")
@@ -140,3 +142,8 @@ def lstm_settings(options: dict) -> dict:
         "proj_clip": lstm.get("proj_clip"),
         "use_skip_connections": lstm["use_skip_connections"],
     }
+
+
+def lstm_output_dim(lstm_dim: int, projection_dim: int) -> int:
+    """Size of h: the projection when it is smaller than the cell."""
+    return projection_dim if projection_dim < lstm_dim else lstm_dim

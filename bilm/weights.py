@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple
 import h5py
 import numpy as np
 
-from .layers import lstm_output_dim
+from .options import lstm_output_dim
 
 LSTM_ROOT = "RNN_{direction}/RNN/MultiRNNCell/Cell{layer}"
 # TF1 LSTMCell variable suffix -> hdf5 dataset suffix

@@ -23,7 +23,7 @@ Two behaviours of the original TF1 code that are easy to get wrong:
 """
 import json
 import os
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Union
 
 import h5py
 import numpy as np
@@ -108,7 +108,8 @@ class NumpyBiLM:
             with open(options, encoding="utf-8") as fin:
                 options = json.load(fin)
         if layer0_padding not in ("zeros", "original"):
-            raise ValueError(f"layer0_padding must be 'zeros' or 'original', got {layer0_padding!r}")
+            raise ValueError("layer0_padding must be 'zeros' or 'original', "
+                             f"got {layer0_padding!r}")
         self.options = options
         self.use_character_inputs = use_character_inputs
         self.max_batch_size = max_batch_size

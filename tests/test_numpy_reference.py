@@ -10,7 +10,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 
 from numpy_bilm import (NumpyBiLM, batch_char_ids, lstm_step, reverse_within_lengths,
                         token_char_ids)
@@ -22,7 +21,8 @@ def test_char_ids_follow_spec():
     np.testing.assert_array_equal(token_char_ids("<S>", 5), [259, 257, 260, 261, 261])
     np.testing.assert_array_equal(token_char_ids("</S>", 5), [259, 258, 260, 261, 261])
     # truncated to max_chars - 2 bytes; a 2-byte character counts twice
-    np.testing.assert_array_equal(token_char_ids("é" * 5, 6), [259, 0xC3 + 1, 0xA9 + 1, 0xC3 + 1, 0xA9 + 1, 260])
+    np.testing.assert_array_equal(token_char_ids("é" * 5, 6),
+                                  [259, 0xC3 + 1, 0xA9 + 1, 0xC3 + 1, 0xA9 + 1, 260])
     batch = batch_char_ids([["a"], ["a", "b", "c"]], 5)
     assert batch.shape == (2, 5, 5)
     assert (batch[0, 3:] == 0).all() and (batch[1, 4] > 0).any()
