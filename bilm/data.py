@@ -486,6 +486,10 @@ class BidirectionalLMDataset(object):
                 batch[key + '_reverse'] = value
             yield batch
 
+    @property
+    def vocab(self) -> Vocabulary:
+        return self._data_forward.vocab
+
 
 class InvalidNumberOfCharacters(Exception):
     pass

@@ -41,6 +41,24 @@ def weight_layers(name: str, bilm_ops: Dict[str, tf.Tensor],
     def l2_penalty(weights):
         return l2_coef * tf.reduce_sum(tf.square(weights))
 
+    # Variables and their penalty do not depend on the inputs, so the
+    # penalty can be evaluated without feeding the biLM.
+    weights = None
+    regularization = 0.0
+    if not use_top_only:
+        weights = tf.get_variable(
+            f"{name}_ELMo_W", shape=(n_lm_layers,), initializer=tf.zeros_initializer(),
+            regularizer=l2_penalty if l2_coef is not None else None, trainable=True)
+        if l2_coef is not None:
+            penalties = [loss for loss in tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)
+                         if re.search(rf"(^|/){re.escape(name)}_ELMo_W/", loss.name)]
+            if len(penalties) != 1:
+                raise ValueError(f"expected one regularization loss for "
+                                 f"{name}_ELMo_W, found {len(penalties)}")
+            regularization = penalties[0]
+    gamma = tf.get_variable(f"{name}_ELMo_gamma", shape=(1,),
+                            initializer=tf.ones_initializer(), trainable=True)
+
     with tf.control_dependencies([lm_embeddings, mask]):
         mask_float = tf.cast(mask, tf.float32)
         broadcast_mask = tf.expand_dims(mask_float, axis=-1)
@@ -57,24 +75,8 @@ def weight_layers(name: str, bilm_ops: Dict[str, tf.Tensor],
         layers = tf.unstack(lm_embeddings, num=n_lm_layers, axis=1)
         if use_top_only:
             mixed = layers[-1]
-            regularization = 0.0
         else:
-            weights = tf.get_variable(
-                f"{name}_ELMo_W", shape=(n_lm_layers,), initializer=tf.zeros_initializer(),
-                regularizer=l2_penalty if l2_coef is not None else None, trainable=True)
             normed_weights = tf.unstack(tf.nn.softmax(weights + 1.0 / n_lm_layers))
             mixed = tf.add_n([w * (layer_norm(layer) if do_layer_norm else layer)
                               for w, layer in zip(normed_weights, layers)])
-            regularization = 0.0
-            if l2_coef is not None:
-                penalties = [loss for loss in tf.get_collection(
-                    tf.GraphKeys.REGULARIZATION_LOSSES)
-                    if re.search(rf"(^|/){re.escape(name)}_ELMo_W/", loss.name)]
-                if len(penalties) != 1:
-                    raise ValueError(f"expected one regularization loss for "
-                                     f"{name}_ELMo_W, found {len(penalties)}")
-                regularization = penalties[0]
-
-        gamma = tf.get_variable(f"{name}_ELMo_gamma", shape=(1,),
-                                initializer=tf.ones_initializer(), trainable=True)
         return {"weighted_op": mixed * gamma, "regularization_op": regularization}

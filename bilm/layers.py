@@ -163,8 +163,9 @@ def lstm_cell_update(input_gates: tf.Tensor, c_prev: tf.Tensor, h_prev: tf.Tenso
     h = tf.sigmoid(o) * tf.tanh(c)
     if projection is not None:
         h = tf.matmul(h, projection)
-    if proj_clip is not None:
-        h = tf.clip_by_value(h, -proj_clip, proj_clip)
+        # TF1 LSTMCell clips the projection only: no projection, no clip
+        if proj_clip is not None:
+            h = tf.clip_by_value(h, -proj_clip, proj_clip)
     return c, h
 
 

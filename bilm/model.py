@@ -7,15 +7,17 @@ each direction/layer keeps (c, h) in non-trainable variables of
 [max_batch_size, dim] and a batch of size b starts from, and writes back to,
 rows [:b].
 """
+import contextlib
 import logging
 import os
-from typing import Dict, List, Optional
+import secrets
+from typing import Dict, Iterator, List, Optional
 
 import h5py
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .data import Batcher, UnicodeCharsVocabulary, iter_tokenized_lines
+from .data import Batcher, UnicodeCharsVocabulary
 from .layers import (DTYPE, char_cnn, create_char_cnn_weights, create_lstm_weights,
                      reverse_sequences, run_lstm)
 from .options import (N_CHARACTERS_INFERENCE, load_and_validate, lstm_output_dim,
@@ -191,10 +193,6 @@ class BidirectionalLanguageModelGraph:
             logger.info("using skip connections")
         lengths = self.sequence_lengths
         batch_size = tf.shape(lengths)[0]
-        check_batch = tf.debugging.assert_less_equal(
-            batch_size, self._max_batch_size,
-            message=f"batch is larger than max_batch_size={self._max_batch_size} "
-                    "given to BidirectionalLanguageModel")
 
         self.lstm_outputs = {d: [] for d in DIRECTIONS}
         self.lstm_state_sizes = {d: [] for d in DIRECTIONS}
@@ -216,7 +214,7 @@ class BidirectionalLanguageModelGraph:
                                     trainable=False,
                                     name=f"lstm_state_{direction}_{layer}_{part}")
                         for dim, part in ((lstm_dim, "c"), (out_dim, "h"))]
-                    with tf.control_dependencies([check_batch]):
+                    with tf.control_dependencies([self._check_batch_size(batch_size)]):
                         batch_init_state = [state[:batch_size] for state in state_vars]
                 scope = f"RNN_{i_direction}/RNN/MultiRNNCell/Cell{layer}"
                 with tf.variable_scope(scope), tf.variable_scope("rnn"):
@@ -243,6 +241,14 @@ class BidirectionalLanguageModelGraph:
                 layer_input = layer_output
         self.update_state_op = tf.group(*update_ops)
 
+    def _check_batch_size(self, batch_size: tf.Tensor) -> tf.Operation:
+        """Fails the run with a clear message when the batch has more rows
+        than the state variables."""
+        return tf.debugging.assert_less_equal(
+            batch_size, self._max_batch_size,
+            message=f"batch is larger than max_batch_size={self._max_batch_size} "
+                    "given to BidirectionalLanguageModel")
+
 
 def _check_ids(ids: tf.Tensor, options: dict, use_character_inputs: bool) -> tf.Tensor:
     """Check the ids placeholder's rank and dtype against the model."""
@@ -265,71 +271,96 @@ def _check_ids(ids: tf.Tensor, options: dict, use_character_inputs: bool) -> tf.
     return ids
 
 
-def _atomic_hdf5(outfile: str) -> str:
-    """A temporary name next to `outfile`; renamed over it once complete."""
-    return os.path.join(os.path.dirname(os.path.abspath(outfile)),
-                        "." + os.path.basename(outfile) + ".partial")
+@contextlib.contextmanager
+def _atomic_output(outfile: str) -> Iterator[str]:
+    """Yield a temporary name next to `outfile` to write to; it is renamed to
+    `outfile` when the block completes and removed if the block fails, so an
+    interrupted run never leaves a partial file at `outfile`."""
+    directory, name = os.path.split(os.path.abspath(outfile))
+    tmp_file = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    try:
+        yield tmp_file
+    except BaseException:
+        if os.path.exists(tmp_file):
+            os.remove(tmp_file)
+        raise
+    os.replace(tmp_file, outfile)
 
 
 def dump_token_embeddings(vocab_file: str, options_file: str, weight_file: str,
-                          outfile: str) -> None:
+                          outfile: str, batch_size: Optional[int] = None) -> None:
     """Write the context-free token embedding of every vocabulary word.
 
     Output hdf5: dataset 'embedding' float32 [vocab size, proj], row k for
     word k of `vocab_file` (no padding row), for use with
     `BidirectionalLanguageModel(..., use_character_inputs=False)`.
+
+    By default one word per run, as the original. With `batch_size`, that
+    many words per run (the char CNN sees each word alone either way, so the
+    values agree to float rounding). Rows are written as they are computed.
     """
+    if batch_size is not None and (isinstance(batch_size, bool)
+                                   or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     options = load_and_validate(options_file, n_characters=N_CHARACTERS_INFERENCE)
     max_word_length = options["char_cnn"]["max_characters_per_token"]
     vocab = UnicodeCharsVocabulary(vocab_file, max_word_length)
     batcher = Batcher(vocab_file, max_word_length)
-    with tf.Graph().as_default():
+    words_per_run = batch_size or 1
+    words_per_write = words_per_run * max(1, _TOKEN_ROWS_PER_WRITE // words_per_run)
+    with tf.Graph().as_default() as graph:
         ids_placeholder = tf.placeholder("int32", shape=(None, None, max_word_length))
         model = BidirectionalLanguageModel(options_file, weight_file)
         embedding_op = model(ids_placeholder)["token_embeddings"]
-        embeddings = np.zeros((vocab.size, int(embedding_op.shape[2])), dtype=np.float32)
-        with tf.Session(config=tf.ConfigProto(allow_soft_placement=True)) as sess:
-            sess.run(tf.global_variables_initializer())
-            for k in range(vocab.size):
-                char_ids = batcher.batch_sentences([[vocab.id_to_word(k)]])[:, 1:2]
-                embeddings[k] = sess.run(embedding_op,
-                                         feed_dict={ids_placeholder: char_ids})[0, 0]
-    tmp_file = _atomic_hdf5(outfile)
-    with h5py.File(tmp_file, "w") as fout:
-        fout.create_dataset("embedding", embeddings.shape, dtype="float32", data=embeddings)
-    os.replace(tmp_file, outfile)
+        init_op = tf.global_variables_initializer()
+    graph.finalize()
+    with tf.Session(graph=graph, config=tf.ConfigProto(allow_soft_placement=True)) as sess, \
+            _atomic_output(outfile) as tmp_file, h5py.File(tmp_file, "w") as fout:
+        sess.run(init_op)
+        out = fout.create_dataset("embedding", (vocab.size, int(embedding_op.shape[2])),
+                                  dtype="float32")
+        for write_start in range(0, vocab.size, words_per_write):
+            write_end = min(write_start + words_per_write, vocab.size)
+            rows = np.zeros((write_end - write_start, out.shape[1]), np.float32)
+            for start in range(write_start, write_end, words_per_run):
+                words = [[vocab.id_to_word(k)]
+                         for k in range(start, min(start + words_per_run, write_end))]
+                # each word alone, without <S> and </S>: [n_words, 1, max_chars]
+                char_ids = batcher.batch_sentences(words)[:, 1:2]
+                rows[start - write_start:start - write_start + len(words)] = sess.run(
+                    embedding_op, feed_dict={ids_placeholder: char_ids})[:, 0]
+            out[write_start:write_end] = rows
+
+
+# Rows of the token embedding computed before each write to the hdf5 file.
+_TOKEN_ROWS_PER_WRITE = 4096
 
 
 def dump_bilm_embeddings(vocab_file: str, dataset_file: str, options_file: str,
-                         weight_file: str, outfile: str) -> None:
+                         weight_file: str, outfile: str, batch_size: Optional[int] = None,
+                         stateless: bool = False) -> None:
     """Embed every line of `dataset_file` (tokens split on whitespace).
 
     Output hdf5: dataset str(line number) float32 [n_layers + 1, n_tokens,
-    2 * proj] per line. Sentences run one at a time, in order, through the
-    stateful model (as the original). An empty line gives [n_layers + 1, 0,
-    2 * proj] so that keys stay line numbers. The file appears under its name
-    only once complete.
+    2 * proj] per line. An empty line gives [n_layers + 1, 0, 2 * proj] so
+    that keys stay line numbers. The file appears under its name only once
+    complete.
+
+    By default (batch_size None) sentences run one at a time, in order,
+    through the stateful model, as the original did (`stateless=True`: each
+    from zero states). With `batch_size`, batching implies stateless: lines
+    are sorted by length within bounded windows and run `batch_size` at a
+    time, every batch from zero LSTM states, so each sentence gets the vectors
+    it gets alone from zero state (not the stateful ones). Keys, shapes and
+    dtype are those of the default; memory stays flat (outputs are written
+    batch by batch).
     """
-    options = load_and_validate(options_file, n_characters=N_CHARACTERS_INFERENCE)
-    max_word_length = options["char_cnn"]["max_characters_per_token"]
-    batcher = Batcher(vocab_file, max_word_length)
-    tmp_file = _atomic_hdf5(outfile)
-    with tf.Graph().as_default():
-        ids_placeholder = tf.placeholder("int32", shape=(None, None, max_word_length))
-        model = BidirectionalLanguageModel(options_file, weight_file)
-        ops = model(ids_placeholder)
-        with tf.Session(config=tf.ConfigProto(allow_soft_placement=True)) as sess:
-            sess.run(tf.global_variables_initializer())
-            try:
-                with h5py.File(tmp_file, "w") as fout:
-                    for sentence_id, tokens in enumerate(iter_tokenized_lines(dataset_file)):
-                        char_ids = batcher.batch_sentences([tokens])
-                        embeddings = sess.run(ops["lm_embeddings"],
-                                              feed_dict={ids_placeholder: char_ids})
-                        fout.create_dataset(str(sentence_id), embeddings.shape[1:],
-                                            dtype="float32", data=embeddings[0])
-            except BaseException:
-                if os.path.exists(tmp_file):
-                    os.remove(tmp_file)
-                raise
-    os.replace(tmp_file, outfile)
+    from .embedder import Embedder, Progress  # embedder imports this module
+    if batch_size is None:
+        embedder_args = dict(batch_size=1, stateless=stateless)
+    else:
+        embedder_args = dict(batch_size=batch_size, stateless=True)
+    progress = Progress(write=logger.info, interval=30.0)
+    with Embedder(options_file, weight_file, vocab_file, **embedder_args) as embedder:
+        embedder.embed_file_to_hdf5(dataset_file, outfile, layers="all", progress=progress)
+    progress.close()

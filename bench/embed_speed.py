@@ -1,0 +1,146 @@
+"""Embedding speed on the standard ELMo size: faithful path vs fast path.
+
+    python bench/embed_speed.py [--sentences 1000] [--faithful_sentences 1000]
+
+In one run it (a) writes a random-weight model with the standard ELMo options
+(2x4096_512_2048cnn_2xhighway, skip connections, clips 3), (b) measures this
+machine's float32 matrix product rate with TensorFlow, (c) embeds the same
+generated sentences (20-30 tokens) with the faithful one-sentence-per-run
+`dump_bilm_embeddings` and with the batched one, and prints tokens/s, the
+ratio fast/faithful, and the fraction of the arithmetic ceiling
+(tokens/s x FLOP/token / measured FLOP/s). Nothing here is a test.
+"""
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+from bilm import dump_bilm_embeddings  # noqa: E402
+from bilm.weights import write_random_weights  # noqa: E402
+
+STANDARD_OPTIONS = {
+    "lstm": {"dim": 4096, "projection_dim": 512, "n_layers": 2, "cell_clip": 3,
+             "proj_clip": 3, "use_skip_connections": True},
+    "char_cnn": {"n_characters": 262, "max_characters_per_token": 50,
+                 "embedding": {"dim": 16}, "activation": "relu", "n_highway": 2,
+                 "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256],
+                             [6, 512], [7, 1024]]},
+}
+
+
+def flop_per_token(options: dict) -> float:
+    """Floating-point operations (2 per multiply-add) for one token."""
+    cnn, lstm = options["char_cnn"], options["lstm"]
+    char_dim, max_chars = cnn["embedding"]["dim"], cnn["max_characters_per_token"]
+    n_filters = sum(count for _, count in cnn["filters"])
+    macs = sum(width * char_dim * count * (max_chars - width + 1)
+               for width, count in cnn["filters"])
+    macs += cnn["n_highway"] * 2 * n_filters * n_filters
+    proj, dim = lstm["projection_dim"], lstm["dim"]
+    if n_filters != proj:
+        macs += n_filters * proj
+    per_cell = (proj + proj) * 4 * dim + dim * proj
+    macs += 2 * lstm["n_layers"] * per_cell
+    return 2.0 * macs
+
+
+def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 FLOP/s of a size^3 matrix product in graph mode."""
+    with tf.Graph().as_default():
+        a = tf.Variable(tf.random.normal([size, size]))
+        b = tf.Variable(tf.random.normal([size, size]))
+        product = tf.reduce_sum(tf.matmul(a, b))
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(product)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                sess.run(product)
+            elapsed = time.perf_counter() - start
+    return 2.0 * size ** 3 * repeats / elapsed
+
+
+def make_sentences(n: int, seed: int = 0) -> list:
+    """Sentences of 20-30 word-like tokens (3-10 letters, some capitalized)."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("etaoinshrdlucmfwypvbgkjqxz"))
+    weights = np.linspace(2.0, 0.2, len(letters))
+    weights /= weights.sum()
+    sentences = []
+    for _ in range(n):
+        tokens = []
+        for _ in range(rng.integers(20, 31)):
+            word = "".join(rng.choice(letters, size=rng.integers(3, 11), p=weights))
+            tokens.append(word.capitalize() if rng.random() < 0.1 else word)
+        sentences.append(tokens)
+    return sentences
+
+
+def time_dump(files: dict, dataset_file: str, outfile: str, **kwargs) -> float:
+    start = time.perf_counter()
+    dump_bilm_embeddings(files["vocab"], dataset_file, files["options"],
+                         files["weights"], outfile, **kwargs)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--faithful_sentences", type=int, default=1000,
+                        help="sentences for the (slow) faithful path")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--skip_faithful", action="store_true")
+    args = parser.parse_args()
+
+    workdir = tempfile.mkdtemp(prefix="bilm-bench-")
+    files = {"options": os.path.join(workdir, "options.json"),
+             "weights": os.path.join(workdir, "weights.hdf5"),
+             "vocab": os.path.join(workdir, "vocab.txt")}
+    with open(files["options"], "w", encoding="utf-8") as fout:
+        json.dump(STANDARD_OPTIONS, fout)
+    write_random_weights(STANDARD_OPTIONS, files["weights"], seed=0)
+    with open(files["vocab"], "w", encoding="utf-8") as fout:
+        fout.write("<S>\n</S>\n<UNK>\n")
+
+    sentences = make_sentences(max(args.sentences, args.faithful_sentences))
+    datasets = {}
+    for name, n in (("fast", args.sentences), ("faithful", args.faithful_sentences)):
+        datasets[name] = (os.path.join(workdir, f"{name}.txt"),
+                          sum(len(s) for s in sentences[:n]))
+        with open(datasets[name][0], "w", encoding="utf-8") as fout:
+            fout.writelines(" ".join(s) + "\n" for s in sentences[:n])
+
+    flops = matmul_flops()
+    per_token = flop_per_token(STANDARD_OPTIONS)
+    ceiling = flops / per_token
+    results = {}
+    fast_seconds = time_dump(files, datasets["fast"][0], os.path.join(workdir, "fast.hdf5"),
+                             batch_size=args.batch_size)
+    results["fast"] = datasets["fast"][1] / fast_seconds
+    if not args.skip_faithful:
+        seconds = time_dump(files, datasets["faithful"][0],
+                            os.path.join(workdir, "faithful.hdf5"))
+        results["faithful"] = datasets["faithful"][1] / seconds
+
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, "
+          f"TensorFlow {tf.__version__}, {time.strftime('%Y-%m-%d')}")
+    print(f"matmul 2048^3 float32: {flops / 1e9:.1f} GFLOP/s; "
+          f"{per_token / 1e6:.1f} MFLOP/token; ceiling {ceiling:.0f} tokens/s")
+    print(f"{'path':<10} {'sentences':>9} {'tokens':>7} {'tokens/s':>9} {'of ceiling':>10}")
+    for name, rate in results.items():
+        n = args.sentences if name == "fast" else args.faithful_sentences
+        print(f"{name:<10} {n:>9} {datasets[name][1]:>7} {rate:>9.1f} "
+              f"{rate / ceiling:>10.2f}")
+    if "faithful" in results:
+        print(f"fast / faithful: {results['fast'] / results['faithful']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
