@@ -194,11 +194,11 @@ def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf
     recurrent_kernel = weights.kernel[input_dim:]
     batch_size = tf.shape(inputs)[0]
     n_steps = tf.shape(inputs)[1]
-    flat_inputs = tf.reshape(inputs, [-1, input_dim])
-    input_gates = tf.matmul(flat_inputs, input_kernel) + weights.bias
-    # time-major [T, B, 4*dim] so the loop reads one contiguous step at a time
-    input_gates = tf.transpose(
-        tf.reshape(input_gates, [batch_size, n_steps, -1]), [1, 0, 2])
+    # Time-major [T, B, 4*dim] so the loop reads one contiguous step at a
+    # time; transposing the inputs is 8x cheaper than transposing the gates.
+    time_major_inputs = tf.reshape(tf.transpose(inputs, [1, 0, 2]), [-1, input_dim])
+    input_gates = tf.matmul(time_major_inputs, input_kernel) + weights.bias
+    input_gates = tf.reshape(input_gates, [n_steps, batch_size, -1])
     if sequence_lengths is not None:
         valid = tf.transpose(tf.sequence_mask(sequence_lengths, n_steps))  # [T, B]
         valid = tf.expand_dims(valid, -1)
