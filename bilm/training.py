@@ -172,7 +172,8 @@ class LanguageModel(object):
         self.sample_softmax = self.options.get("sample_softmax", True)
         self._build()
 
-    def _input_placeholders(self, name: str, extra_dims: Sequence[int] = ()) -> List[tf.Tensor]:
+    def _input_placeholders(self, name: str, extra_dims: Sequence[int] = ()
+                            ) -> List[tf.Tensor]:
         shape = (self.options["batch_size"], self.options["unroll_steps"], *extra_dims)
         suffixes = ["", "_reverse"] if self.bidirectional else [""]
         return [tf.placeholder(DTYPE_INT, shape=shape, name=name + suffix)
@@ -259,8 +260,8 @@ class LanguageModel(object):
                         weights = create_lstm_weights(
                             int(cell_input.shape[-1]), lstm_dim, projection_dim)
                     layer_output, final_state = run_lstm(
-                        cell_input, weights, init_state, None,
-                        settings["cell_clip"], settings["proj_clip"],
+                        cell_input, weights, init_state, sequence_lengths=None,
+                        cell_clip=settings["cell_clip"], proj_clip=settings["proj_clip"],
                         residual=settings["use_skip_connections"] and layer > 0)
                     layer_output.set_shape([batch_size, self.options["unroll_steps"],
                                             out_dim])
@@ -779,19 +780,20 @@ def _training_loop(sess: tf.Session, graph: _TrainingGraph, options: dict, data,
             for k, model in enumerate(graph.models):
                 feed_dict.update(model.feed_dict(batch, k * batch_size,
                                                  (k + 1) * batch_size))
-            fetches = [graph.train_op, graph.summary_op, graph.train_perplexity]
-            with_histograms = batch_no % HISTOGRAM_EVERY == 0
-            if with_histograms:
-                fetches.append(graph.histogram_op)
-            results = sess.run(fetches + graph.final_state_tensors, feed_dict=feed_dict)
-            state_values = results[len(fetches):]
-            perplexity = results[2]
-
-            if with_histograms:
-                summary_writer.add_summary(results[3], batch_no)
-            is_last = batch_no == n_batches_total
+            # summaries are only computed on the batches that write them
+            fetches = {"train": graph.train_op, "perplexity": graph.train_perplexity,
+                       "states": graph.final_state_tensors}
             if batch_no % SUMMARY_EVERY == 0:
-                summary_writer.add_summary(results[1], batch_no)
+                fetches["summary"] = graph.summary_op
+            if batch_no % HISTOGRAM_EVERY == 0:
+                fetches["histogram"] = graph.histogram_op
+            results = sess.run(fetches, feed_dict=feed_dict)
+            state_values = results["states"]
+            perplexity = results["perplexity"]
+            for key in ("histogram", "summary"):
+                if key in results:
+                    summary_writer.add_summary(results[key], batch_no)
+            is_last = batch_no == n_batches_total
             if batch_no % SUMMARY_EVERY == 0 or is_last:
                 _log_progress(batch_no, n_batches_total, perplexity,
                               time.time() - start_time, n_tokens_per_batch)

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Continue training from the latest checkpoint of a training directory.
+
+Weights, Adagrad accumulators and global_step are restored (checkpoints of
+the original TF1 library, including its old LSTM names, load too). Flags left
+at 0 keep the value of the saved options.json.
+
+  python bin/restart.py --train_prefix 'data/train/*' \\
+      --vocab_file data/vocab.txt --save_dir checkpoints/ --n_epochs 1
+"""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bilm.data import BidirectionalLMDataset, LMDataset  # noqa: E402
+from bilm.training import load_options_latest_checkpoint, load_vocab, train  # noqa: E402
+
+
+def main(args: argparse.Namespace) -> None:
+    options, ckpt_file = load_options_latest_checkpoint(args.save_dir)
+    max_word_length = (options["char_cnn"]["max_characters_per_token"]
+                       if "char_cnn" in options else None)
+    vocab = load_vocab(args.vocab_file, max_word_length)
+    dataset = BidirectionalLMDataset if options.get("bidirectional") else LMDataset
+    data = dataset(args.train_prefix, vocab, test=False, shuffle_on_load=True)
+    for key in ("n_train_tokens", "n_epochs", "batch_size"):
+        if getattr(args, key) > 0:
+            options[key] = getattr(args, key)
+    train(options, data, args.n_gpus, args.save_dir, args.save_dir,
+          restart_ckpt_file=ckpt_file)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--save_dir", required=True, help="Location of checkpoint files")
+    parser.add_argument("--vocab_file", required=True, help="Vocabulary file")
+    parser.add_argument("--train_prefix", required=True,
+                        help="Glob of the training files (quote it)")
+    parser.add_argument("--n_gpus", type=int, default=1, help="Number of towers")
+    parser.add_argument("--batch_size", type=int, default=0)
+    parser.add_argument("--n_train_tokens", type=int, default=0)
+    parser.add_argument("--n_epochs", type=int, default=0)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(parser.parse_args())

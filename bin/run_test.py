@@ -1,0 +1,41 @@
+#!/usr/bin/env python
+"""Perplexity of the latest checkpoint of a training directory on test files.
+
+  python bin/run_test.py --test_prefix 'data/heldout/*' \\
+      --vocab_file data/vocab.txt --save_dir checkpoints/
+"""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bilm.data import BidirectionalLMDataset, LMDataset  # noqa: E402
+from bilm.training import load_options_latest_checkpoint, load_vocab, test  # noqa: E402
+
+logger = logging.getLogger("run_test")
+
+
+def main(args: argparse.Namespace) -> float:
+    options, ckpt_file = load_options_latest_checkpoint(args.save_dir)
+    max_word_length = (options["char_cnn"]["max_characters_per_token"]
+                       if "char_cnn" in options else None)
+    vocab = load_vocab(args.vocab_file, max_word_length)
+    dataset = BidirectionalLMDataset if options.get("bidirectional") else LMDataset
+    data = dataset(args.test_prefix, vocab, test=True, shuffle_on_load=False)
+    perplexity = test(options, ckpt_file, data, batch_size=args.batch_size)
+    logger.info("test perplexity of %s: %.4f", ckpt_file, perplexity)
+    return perplexity
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--save_dir", required=True, help="Location of checkpoint files")
+    parser.add_argument("--vocab_file", required=True, help="Vocabulary file")
+    parser.add_argument("--test_prefix", required=True,
+                        help="Glob of the test files (quote it)")
+    parser.add_argument("--batch_size", type=int, default=256, help="Batch size")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(parser.parse_args())
