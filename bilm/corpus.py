@@ -18,8 +18,24 @@ def training_files(filepattern: str) -> List[str]:
     """Files matching a glob, sorted; ValueError naming the pattern if none."""
     files = sorted(glob.glob(filepattern))
     if not files:
-        raise ValueError(f"no file matches the pattern {filepattern!r}")
+        raise ValueError(f"no training file matches the pattern {filepattern!r}")
     return files
+
+
+def count_train_tokens(filepattern: str) -> int:
+    """Whitespace-separated tokens in the files matching the glob: the
+    trainer's `n_train_tokens`.
+
+    Raises ValueError when no file matches, a file holds no token, or a file
+    is not UTF-8 (naming the file and line).
+    """
+    total = 0
+    for path in training_files(filepattern):
+        n_tokens = sum(len(tokens) for tokens in iter_tokenized_lines(path))
+        if n_tokens == 0:
+            raise ValueError(f"training file {path} contains no tokens")
+        total += n_tokens
+    return total
 
 
 def count_tokens(filepattern: str) -> Tuple[collections.Counter, int]:

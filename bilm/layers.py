@@ -8,7 +8,7 @@ weights to both directions.
 
 Shapes: B batch, T time steps, C characters per token, D dims.
 """
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow.compat.v1 as tf

@@ -26,7 +26,6 @@ inference options.json next to the weights.
 """
 import copy
 import datetime
-import glob
 import json
 import logging
 import os
@@ -573,30 +572,6 @@ def load_vocab(vocab_file: str, max_word_length: Optional[int] = None) -> Vocabu
     if max_word_length:
         return UnicodeCharsVocabulary(vocab_file, max_word_length, validate_file=True)
     return Vocabulary(vocab_file, validate_file=True)
-
-
-def count_train_tokens(filepattern: str) -> int:
-    """Number of whitespace-separated tokens in the files matching the glob.
-
-    Raises:
-      ValueError when no file matches, a file holds no token or is not UTF-8.
-    """
-    files = sorted(glob.glob(filepattern))
-    if not files:
-        raise ValueError(f"no training file matches the pattern {filepattern!r}")
-    total = 0
-    for filename in files:
-        n_tokens = 0
-        try:
-            with open(filename, encoding="utf-8") as fin:
-                for line in fin:
-                    n_tokens += len(line.split())
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{filename}: not valid UTF-8 ({err.reason})") from None
-        if n_tokens == 0:
-            raise ValueError(f"training file {filename} contains no tokens")
-        total += n_tokens
-    return total
 
 
 def _check_dataset(options: dict, data) -> None:

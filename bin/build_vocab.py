@@ -7,8 +7,12 @@ Writes <S>, </S>, <UNK>, then tokens by descending count (ties in code-point
 order), and prints the number of training tokens to pass as --n_train_tokens.
 """
 import argparse
+import os
+import sys
 
-from bilm.corpus import build_vocabulary
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bilm.corpus import build_vocabulary  # noqa: E402
 
 
 def main() -> None:

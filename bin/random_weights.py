@@ -3,9 +3,13 @@
     python bin/random_weights.py --options options.json --outfile weights.hdf5 --seed 0
 """
 import argparse
+import os
+import sys
 
-from bilm.options import load_and_validate
-from bilm.weights import write_random_weights
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bilm.options import load_and_validate  # noqa: E402
+from bilm.weights import write_random_weights  # noqa: E402
 
 
 def main() -> None:

@@ -4,8 +4,12 @@
         [--n_shards 10] [--heldout_fraction 0.01] [--seed 0]
 """
 import argparse
+import os
+import sys
 
-from bilm.corpus import split_corpus
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bilm.corpus import split_corpus  # noqa: E402
 
 
 def main() -> None:

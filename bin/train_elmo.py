@@ -20,7 +20,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bilm.data import BidirectionalLMDataset, LMDataset  # noqa: E402
-from bilm.training import count_train_tokens, load_vocab, train  # noqa: E402
+from bilm.corpus import count_train_tokens  # noqa: E402
+from bilm.training import load_vocab, train  # noqa: E402
 
 logger = logging.getLogger("train_elmo")
 

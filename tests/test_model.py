@@ -3,7 +3,6 @@ import json
 
 import h5py
 import numpy as np
-import pytest
 import tensorflow.compat.v1 as tf
 
 from bilm import (Batcher, BidirectionalLanguageModel, TokenBatcher,

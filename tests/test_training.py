@@ -21,7 +21,8 @@ from bilm.data import (Batcher, BidirectionalLMDataset, InvalidNumberOfCharacter
                        LMDataset, TokenBatcher)
 from bilm.model import BidirectionalLanguageModel
 from bilm.options import OptionsError
-from bilm.training import (average_gradients, clip_grads, count_train_tokens,
+from bilm.corpus import count_train_tokens
+from bilm.training import (average_gradients, clip_grads,
                            dump_weights, load_options_latest_checkpoint, load_vocab,
                            restore_checkpoint, test, train)
 
