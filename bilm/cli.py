@@ -84,6 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _embed(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
     from .embedder import Embedder, Progress, count_lines
     if (args.options is None) != (args.weights is None):
         raise ValueError("give both --options and --weights, or neither for the "

@@ -52,8 +52,8 @@ POOLINGS = ("mean", "max")
 # larger windows give tighter batches, and hold more outputs in memory.
 SORT_WINDOW_BATCHES = 8
 # When writing hdf5 only token lists wait in a window (outputs go straight
-# to the file), so the window can be much larger.
-WRITE_WINDOW_BATCHES = 64
+# to the file), so the window can be much larger: this many lines, or 8 batches.
+WRITE_WINDOW_LINES = 4096
 
 
 class Embedder:
@@ -181,8 +181,10 @@ class Embedder:
         _layer_mixer(layers, self.n_layers, gamma)  # bad arguments fail now, not at next()
         if not os.path.isfile(path):
             raise FileNotFoundError(f"input file not found: {path}")
-        batch_size = batch_size or self.batch_size
-        window = sort_window or SORT_WINDOW_BATCHES * batch_size
+        batch_size = self.batch_size if batch_size is None else batch_size
+        _check_batch_size(batch_size)
+        window = SORT_WINDOW_BATCHES * batch_size if sort_window is None else sort_window
+        _check_batch_size(window, "sort_window")
         stream = self._embed_stream(iter_tokenized_lines(path), layers, gamma,
                                     batch_size, window)
         return _in_input_order(stream)
@@ -223,8 +225,9 @@ class Embedder:
         _layer_mixer(layers, self.n_layers, gamma)  # bad arguments fail before any file
         if not os.path.isfile(path):
             raise FileNotFoundError(f"input file not found: {path}")
-        batch_size = batch_size or self.batch_size
-        window = WRITE_WINDOW_BATCHES * batch_size if self.stateless else batch_size
+        batch_size = self.batch_size if batch_size is None else batch_size
+        _check_batch_size(batch_size)
+        window = max(WRITE_WINDOW_LINES, SORT_WINDOW_BATCHES * batch_size)
         n_sentences = n_tokens = 0
         with _atomic_output(outfile) as tmp_file, h5py.File(tmp_file, "w") as fout:
             for index, vectors, end_of_batch in self._embed_stream(
@@ -252,7 +255,7 @@ class Embedder:
         into batches. Stateful: batches in input order.
         """
         mix = _layer_mixer(layers, self.n_layers, gamma)
-        batch_size = batch_size or self.batch_size
+        batch_size = self.batch_size if batch_size is None else batch_size
         _check_batch_size(batch_size)
         if not self.stateless:
             if batch_size > self.max_batch_size:

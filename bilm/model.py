@@ -277,6 +277,8 @@ def _atomic_output(outfile: str) -> Iterator[str]:
     `outfile` when the block completes and removed if the block fails, so an
     interrupted run never leaves a partial file at `outfile`."""
     directory, name = os.path.split(os.path.abspath(outfile))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"output directory not found: {directory}")
     tmp_file = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     try:
         yield tmp_file
@@ -285,6 +287,10 @@ def _atomic_output(outfile: str) -> Iterator[str]:
             os.remove(tmp_file)
         raise
     os.replace(tmp_file, outfile)
+
+
+# Rows of the token embedding computed before each write to the hdf5 file.
+_TOKEN_ROWS_PER_WRITE = 4096
 
 
 def dump_token_embeddings(vocab_file: str, options_file: str, weight_file: str,
@@ -332,10 +338,6 @@ def dump_token_embeddings(vocab_file: str, options_file: str, weight_file: str,
             out[write_start:write_end] = rows
 
 
-# Rows of the token embedding computed before each write to the hdf5 file.
-_TOKEN_ROWS_PER_WRITE = 4096
-
-
 def dump_bilm_embeddings(vocab_file: str, dataset_file: str, options_file: str,
                          weight_file: str, outfile: str, batch_size: Optional[int] = None,
                          stateless: bool = False) -> None:
@@ -355,12 +357,16 @@ def dump_bilm_embeddings(vocab_file: str, dataset_file: str, options_file: str,
     dtype are those of the default; memory stays flat (outputs are written
     batch by batch).
     """
-    from .embedder import Embedder, Progress  # embedder imports this module
+    from .embedder import Embedder, Progress, count_lines  # embedder imports this module
     if batch_size is None:
         embedder_args = dict(batch_size=1, stateless=stateless)
     else:
+        if not stateless:
+            logger.info("batch_size=%d: sentences run batched from zero LSTM states "
+                        "(batching implies stateless)", batch_size)
         embedder_args = dict(batch_size=batch_size, stateless=True)
-    progress = Progress(write=logger.info, interval=30.0)
+    total = count_lines(dataset_file) if os.path.isfile(dataset_file) else None
+    progress = Progress(total, write=logger.info, interval=30.0)
     with Embedder(options_file, weight_file, vocab_file, **embedder_args) as embedder:
         embedder.embed_file_to_hdf5(dataset_file, outfile, layers="all", progress=progress)
     progress.close()
