@@ -155,11 +155,8 @@ class BidirectionalLanguageModelGraph:
         reader = reader or WeightReader(weight_file, embedding_weight_file)
 
         def load_pretrained(getter, name, *args, **kwargs):
-            hdf5_name = inference_variable_to_hdf5(name)
             kwargs["trainable"] = False
-            kwargs["initializer"] = (
-                lambda shape, dtype=None, partition_info=None:
-                reader.read(hdf5_name, shape))
+            kwargs["initializer"] = _hdf5_initializer(reader, inference_variable_to_hdf5(name))
             return getter(name, *args, **kwargs)
 
         if not use_character_inputs:
@@ -248,6 +245,22 @@ class BidirectionalLanguageModelGraph:
             batch_size, self._max_batch_size,
             message=f"batch is larger than max_batch_size={self._max_batch_size} "
                     "given to BidirectionalLanguageModel")
+
+
+def _hdf5_initializer(reader: WeightReader, hdf5_name: str):
+    """Initializer that reads dataset `hdf5_name` when the initializer runs.
+
+    The shape is checked now, against the file's metadata; the values stay
+    out of the graph (a full-size model would add 375 MB of constants to
+    it, which takes longer to build than to read the file at run time).
+    """
+    def initializer(shape, dtype=None, partition_info=None):
+        reader.check(hdf5_name, shape)
+        values = tf.numpy_function(lambda: reader.read(hdf5_name, shape), [], tf.float32,
+                                   name="read_" + hdf5_name.replace("/", "_"))
+        values.set_shape(shape)
+        return values
+    return initializer
 
 
 def _check_ids(ids: tf.Tensor, options: dict, use_character_inputs: bool) -> tf.Tensor:

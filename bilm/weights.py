@@ -89,34 +89,35 @@ class WeightReader:
         """Shape of the token embedding dataset [vocab, dim] (no padding row)."""
         return self._dataset_shape(self.embedding_weight_file, "embedding")
 
-    def read(self, name: str, shape) -> np.ndarray:
-        """Values for the graph's variable `name` ('char_embed', 'embedding' or
-        any other hdf5 dataset name) of the graph's `shape`.
+    def check(self, name: str, shape) -> None:
+        """Check from the file's metadata that dataset `name` exists and fits
+        the graph's variable of `shape`; WeightFileError naming both if not.
 
-        The char and token embeddings get a zero row 0 prepended: id 0 means
-        "no token" at inference.
+        `name` is an hdf5 dataset name; the graph's 'char_embed' and
+        'embedding' have one row more than the file (row 0, "no token").
         """
         shape = tuple(int(d) for d in shape)
+        path = self._path(name)
+        file_shape = self._dataset_shape(path, name)
         if name in ("char_embed", "embedding"):
-            path = self.embedding_weight_file if name == "embedding" else self.weight_file
-            values = self._load(path, name)
-            if values.ndim != 2:
-                raise WeightFileError(f"{path}: dataset '{name}' must be 2-D, "
-                                      f"got shape {values.shape}")
-            padded = np.zeros((values.shape[0] + 1, values.shape[1]), np.float32)
-            padded[1:] = values
-            values = padded
-            shown_file = (values.shape[0] - 1, values.shape[1])
-            shown_graph = (shape[0] - 1, shape[1])
-        else:
-            path = self.weight_file
-            values = self._load(path, name)
-            shown_file, shown_graph = values.shape, shape
-        if values.shape != shape:
+            shape = (shape[0] - 1,) + shape[1:]
+        if file_shape != shape:
             raise WeightFileError(
-                f"{path}: dataset '{name}' has shape {tuple(shown_file)} but "
-                f"options.json requires {tuple(shown_graph)}")
+                f"{path}: dataset '{name}' has shape {file_shape} but "
+                f"options.json requires {shape}")
+
+    def read(self, name: str, shape) -> np.ndarray:
+        """Values for the graph's variable of `shape` from dataset `name`,
+        with the zero row 0 prepended to 'char_embed' and 'embedding'."""
+        self.check(name, shape)
+        with self._open(self._path(name)) as fin:
+            values = np.asarray(fin[name][...], dtype=np.float32)
+        if name in ("char_embed", "embedding"):
+            values = np.concatenate([np.zeros_like(values[:1]), values])
         return values
+
+    def _path(self, name: str) -> str:
+        return self.embedding_weight_file if name == "embedding" else self.weight_file
 
     @staticmethod
     def _open(path: str) -> h5py.File:
@@ -124,12 +125,6 @@ class WeightReader:
             return h5py.File(path, "r")
         except OSError as err:
             raise WeightFileError(f"{path}: not a readable hdf5 file ({err})") from None
-
-    def _load(self, path: str, name: str) -> np.ndarray:
-        with self._open(path) as fin:
-            if name not in fin or not isinstance(fin[name], h5py.Dataset):
-                raise WeightFileError(f"{path}: missing dataset '{name}'")
-            return np.asarray(fin[name][...], dtype=np.float32)
 
     def _dataset_shape(self, path: str, name: str) -> Tuple[int, ...]:
         with self._open(path) as fin:
