@@ -36,7 +36,6 @@ def weight_layers(name: str, bilm_ops: Dict[str, tf.Tensor],
         raise ValueError("bilm_ops['lm_embeddings'] must be [batch, n_layers, time, "
                          f"dim] with static n_layers and dim, got {lm_embeddings.shape}")
     n_lm_layers = int(lm_embeddings.shape[1])
-    lm_dim = int(lm_embeddings.shape[3])
 
     def l2_penalty(weights):
         return l2_coef * tf.reduce_sum(tf.square(weights))
@@ -60,23 +59,38 @@ def weight_layers(name: str, bilm_ops: Dict[str, tf.Tensor],
                             initializer=tf.ones_initializer(), trainable=True)
 
     with tf.control_dependencies([lm_embeddings, mask]):
-        mask_float = tf.cast(mask, tf.float32)
-        broadcast_mask = tf.expand_dims(mask_float, axis=-1)
+        mixed = scalar_mix(lm_embeddings, mask, weights, gamma, do_layer_norm, use_top_only)
+    return {"weighted_op": mixed, "regularization_op": regularization}
 
-        def layer_norm(x):
-            # statistics over unmasked positions only
-            x_masked = x * broadcast_mask
-            n_values = tf.reduce_sum(mask_float) * lm_dim
-            mean = tf.reduce_sum(x_masked) / n_values
-            variance = tf.reduce_sum(((x_masked - mean) * broadcast_mask) ** 2) / n_values
-            return tf.nn.batch_normalization(x, mean, variance, None, None,
-                                             LAYER_NORM_EPSILON)
 
-        layers = tf.unstack(lm_embeddings, num=n_lm_layers, axis=1)
-        if use_top_only:
-            mixed = layers[-1]
-        else:
-            normed_weights = tf.unstack(tf.nn.softmax(weights + 1.0 / n_lm_layers))
-            mixed = tf.add_n([w * (layer_norm(layer) if do_layer_norm else layer)
-                              for w, layer in zip(normed_weights, layers)])
-        return {"weighted_op": mixed * gamma, "regularization_op": regularization}
+def scalar_mix(lm_embeddings: tf.Tensor, mask: tf.Tensor, layer_weights: Optional[tf.Tensor],
+               gamma: tf.Tensor, do_layer_norm: bool = False,
+               use_top_only: bool = False) -> tf.Tensor:
+    """`weight_layers` on tensors: gamma * sum_k softmax(W + 1/L)_k * layer_k.
+
+    Args:
+      lm_embeddings: float32 [B, L, T, D]; mask: bool [B, T].
+      layer_weights: [L] (unused with use_top_only); gamma: [1].
+      do_layer_norm: normalize each layer by the mean and variance over the
+        unmasked positions of the batch (eps 1e-12) before mixing.
+    Returns:
+      float32 [B, T, D].
+    """
+    n_layers = int(lm_embeddings.shape[1])
+    if use_top_only:
+        return lm_embeddings[:, -1] * gamma
+    mask_float = tf.cast(mask, tf.float32)
+    broadcast_mask = mask_float[:, :, None]
+    n_values = tf.reduce_sum(mask_float) * tf.cast(tf.shape(lm_embeddings)[3], tf.float32)
+
+    def layer_norm(x):
+        x_masked = x * broadcast_mask
+        mean = tf.reduce_sum(x_masked) / n_values
+        variance = tf.reduce_sum(((x_masked - mean) * broadcast_mask) ** 2) / n_values
+        return tf.nn.batch_normalization(x, mean, variance, None, None, LAYER_NORM_EPSILON)
+
+    normed_weights = tf.unstack(tf.nn.softmax(layer_weights + 1.0 / n_layers), num=n_layers)
+    layers = tf.unstack(lm_embeddings, num=n_layers, axis=1)
+    mixed = tf.add_n([w * (layer_norm(layer) if do_layer_norm else layer)
+                      for w, layer in zip(normed_weights, layers)])
+    return mixed * gamma

@@ -28,6 +28,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from .elmo import scalar_mix
 from .layers import DTYPE, LSTMWeights, char_cnn, reverse_sequences, run_lstm
 from .options import (N_CHARACTERS_INFERENCE, OptionsError, load_and_validate,
                       lstm_output_dim, lstm_settings, validate_options)
@@ -40,7 +41,6 @@ BOS_CHAR, EOS_CHAR, BOW_CHAR, EOW_CHAR, PAD_CHAR = 256, 257, 258, 259, 260
 DIRECTIONS = ("forward", "backward")
 MIX_WEIGHTS_NAME = "ELMo_W"
 MIX_GAMMA_NAME = "ELMo_gamma"
-LAYER_NORM_EPSILON = 1e-12
 
 
 # ---------------------------------------------------------------------------
@@ -232,39 +232,6 @@ def bilm_layers(char_ids: tf.Tensor, weights: dict, options: dict) -> Dict[str, 
         tf.cast(token_mask, tf.int32)[:, :, None], lengths)[:, :, 0], tf.bool)
     return {"lm_embeddings": lm_embeddings, "mask": mask, "lengths": lengths - 2,
             "token_embeddings": embedding}
-
-
-def scalar_mix(lm_embeddings: tf.Tensor, mask: tf.Tensor, layer_weights: Optional[tf.Tensor],
-               gamma: tf.Tensor, do_layer_norm: bool = False,
-               use_top_only: bool = False) -> tf.Tensor:
-    """`weight_layers` on tensors: gamma * sum_k softmax(W + 1/L)_k * layer_k.
-
-    Args:
-      lm_embeddings: float32 [B, L, T, D]; mask: bool [B, T].
-      layer_weights: [L] (unused with use_top_only); gamma: [1].
-      do_layer_norm: normalize each layer by the mean and variance over the
-        unmasked positions of the batch (eps 1e-12) before mixing.
-    Returns:
-      float32 [B, T, D].
-    """
-    n_layers = int(lm_embeddings.shape[1])
-    if use_top_only:
-        return lm_embeddings[:, -1] * gamma
-    mask_float = tf.cast(mask, DTYPE)
-    broadcast_mask = mask_float[:, :, None]
-    n_values = tf.reduce_sum(mask_float) * tf.cast(tf.shape(lm_embeddings)[3], DTYPE)
-
-    def layer_norm(x):
-        x_masked = x * broadcast_mask
-        mean = tf.reduce_sum(x_masked) / n_values
-        variance = tf.reduce_sum(((x_masked - mean) * broadcast_mask) ** 2) / n_values
-        return tf.nn.batch_normalization(x, mean, variance, None, None, LAYER_NORM_EPSILON)
-
-    normed_weights = tf.unstack(tf.nn.softmax(layer_weights + 1.0 / n_layers), num=n_layers)
-    layers = tf.unstack(lm_embeddings, num=n_layers, axis=1)
-    mixed = tf.add_n([w * (layer_norm(layer) if do_layer_norm else layer)
-                      for w, layer in zip(normed_weights, layers)])
-    return mixed * gamma
 
 
 # ---------------------------------------------------------------------------

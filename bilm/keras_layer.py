@@ -36,8 +36,9 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover
 
 import tensorflow as tf
 
+from .elmo import scalar_mix
 from .export import (_check_character_model, bilm_layers, bilm_variable_shapes,
-                     read_bilm_weights, scalar_mix, structure_bilm_weights,
+                     read_bilm_weights, structure_bilm_weights,
                      tokens_to_char_ids)
 from .options import load_options, lstm_settings
 

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import secrets
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, Optional
 
 import h5py
 import numpy as np
