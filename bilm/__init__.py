@@ -16,6 +16,7 @@ _LAZY = {
     "dump_token_embeddings": "model",
     "dump_bilm_embeddings": "model",
     "weight_layers": "elmo",
+    "Embedder": "embedder",
 }
 
 __all__ = ["Batcher", "BidirectionalLMDataset", "InvalidNumberOfCharacters",

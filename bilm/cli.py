@@ -1,8 +1,13 @@
-"""The `bilm` command line. Thin: the work is done by `bilm.embedder`.
+"""The `bilm` command line. Thin: the work is done by the package.
 
+    bilm demo [--options F --weights F --vocab F]
     bilm embed INPUT OUTPUT [--options F --weights F --vocab F]
                [--layers all|top|average|w0,w1,...] [--batch_size N]
                [--stateless | --stateful] [--no-progress]
+    bilm vocab --train_prefix GLOB --vocab_file F [--min_count N] [--max_size N]
+    bilm export --options F --weights F OUT_DIR
+
+Importing this module does not load TensorFlow: handlers import what they use.
 
 Subcommands are registered in `_build_parser`; add one with a
 `_add_<name>_parser` function and a handler.
@@ -50,11 +55,7 @@ def _add_embed_parser(subparsers) -> None:
                     "[n_tokens, 2 * proj] otherwise. OUTPUT appears only once complete.")
     parser.add_argument("input", metavar="INPUT", help="text file, one sentence per line")
     parser.add_argument("output", metavar="OUTPUT", help="hdf5 file to write")
-    model = parser.add_argument_group("model (default: the bundled model)")
-    model.add_argument("--options", help="options.json of the model")
-    model.add_argument("--weights", help="weight hdf5 of the model")
-    model.add_argument("--vocab", help="vocabulary file (for a character model only "
-                                       "a cache; defaults to the bundled vocabulary)")
+    _add_model_arguments(parser)
     parser.add_argument("--layers", type=_layers_argument, default="all",
                         help="all: every layer [L, n, D] (default); top: the last layer; "
                              "average: the mean of the layers; w0,w1,...: one weight per "
@@ -79,8 +80,78 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="bilm", description="ELMo's bidirectional language model (biLM).")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
+    _add_demo_parser(subparsers)
     _add_embed_parser(subparsers)
+    _add_vocab_parser(subparsers)
+    _add_export_parser(subparsers)
     return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--options", help="options.json (default: the bundled model)")
+    parser.add_argument("--weights", help="weight hdf5 (default: the bundled model)")
+    parser.add_argument("--vocab", help="vocabulary file (default: the bundled one)")
+
+
+def _add_demo_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="show that a word's vectors depend on its sentence",
+        description="For a few ambiguous words, compare the word's vector in a "
+                    "probe sentence with its vectors in a same-sense and an "
+                    "other-sense sentence, layer by layer.")
+    _add_model_arguments(parser)
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+    from .demo import main as run_demo
+    run_demo(args.options, args.weights, args.vocab)
+    return 0
+
+
+def _add_vocab_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "vocab", help="build the training vocabulary from tokenized files",
+        description="Write <S>, </S>, <UNK>, then tokens by descending count "
+                    "(ties in code-point order); print the token count to use "
+                    "as n_train_tokens.")
+    parser.add_argument("--train_prefix", required=True, help="glob of training files")
+    parser.add_argument("--vocab_file", required=True, help="vocabulary file to write")
+    parser.add_argument("--min_count", type=_positive_int, default=1)
+    parser.add_argument("--max_size", type=_positive_int, default=None,
+                        help="keep at most this many entries, special tokens included")
+    parser.set_defaults(handler=_vocab)
+
+
+def _vocab(args: argparse.Namespace) -> int:
+    from .corpus import build_vocabulary
+    size, n_tokens = build_vocabulary(args.train_prefix, args.vocab_file,
+                                      args.min_count, args.max_size)
+    print(f"wrote {size} entries to {args.vocab_file}")
+    print(f"n_train_tokens: {n_tokens}")
+    return 0
+
+
+def _add_export_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write the model as a TF2 SavedModel with TF Hub's ELMo signatures",
+        description="Write OUT_DIR, a TensorFlow 2 SavedModel with the 'default' "
+                    "(sentences) and 'tokens' (tokens, sequence_len) signatures of "
+                    "TF Hub's ELMo; tf.saved_model.load(OUT_DIR) runs it without bilm.")
+    parser.add_argument("export_dir", metavar="OUT_DIR",
+                        help="directory to write the SavedModel to")
+    parser.add_argument("--options", required=True, help="options.json of the model")
+    parser.add_argument("--weights", required=True, help="weight hdf5 of the model")
+    parser.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .export import directory_size, export_saved_model
+    export_saved_model(args.options, args.weights, args.export_dir)
+    print(f"wrote {args.export_dir} ({directory_size(args.export_dir) / 1e6:.1f} MB)")
+    return 0
 
 
 def _embed(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ as a SavedModel that `tf.saved_model.load(export_dir)` runs without bilm:
 
     python -m bilm.export --options options.json --weights weights.hdf5 OUT_DIR
 """
-import argparse
 import logging
 import os
 import secrets
@@ -371,41 +370,10 @@ def directory_size(path: str) -> int:
 # Command line
 # ---------------------------------------------------------------------------
 
-def _configure_export_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("export_dir", metavar="OUT_DIR",
-                        help="directory to write the SavedModel to")
-    parser.add_argument("--options", required=True, help="options.json of the model")
-    parser.add_argument("--weights", required=True, help="weight hdf5 of the model")
-    parser.set_defaults(handler=_export)
-
-
-def add_export_command(subparsers) -> argparse.ArgumentParser:
-    """Register `export` on the `bilm` command's subparsers; returns its parser."""
-    parser = subparsers.add_parser(
-        "export", help="write the model as a TF2 SavedModel with TF Hub's ELMo signatures",
-        description="Write OUT_DIR, a TensorFlow 2 SavedModel with the 'default' "
-                    "(sentences) and 'tokens' (tokens, sequence_len) signatures of "
-                    "TF Hub's ELMo; tf.saved_model.load(OUT_DIR) runs it without bilm.")
-    _configure_export_parser(parser)
-    return parser
-
-
-def _export(args: argparse.Namespace) -> int:
-    export_saved_model(args.options, args.weights, args.export_dir)
-    print(f"wrote {args.export_dir} ({directory_size(args.export_dir) / 1e6:.1f} MB)")
-    return 0
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bilm.export",
-                                     description="Export ELMo as a TF2 SavedModel.")
-    _configure_export_parser(parser)
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except (OSError, ValueError) as err:
-        print(f"bilm export: error: {err}", file=sys.stderr)
-        return 1
+    """`python -m bilm.export ...`: the same as `bilm export ...`."""
+    from .cli import main as cli_main
+    return cli_main(["export", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

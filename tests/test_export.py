@@ -1,6 +1,5 @@
 """The TF2 module and SavedModel export (bilm/export.py) against the graph-mode
 stateless BidirectionalLanguageModel fed Batcher ids, on the bundled model."""
-import argparse
 import json
 import os
 import subprocess
@@ -13,7 +12,8 @@ import tensorflow as tf
 
 from bilm import Batcher, BidirectionalLanguageModel, weight_layers
 from bilm.default_model import OPTIONS_FILE, VOCAB_FILE, WEIGHT_FILE
-from bilm.export import (ElmoModule, add_export_command, directory_size, main,
+from bilm.cli import _build_parser
+from bilm.export import (ElmoModule, directory_size, main,
                          tokens_to_char_ids)
 
 MAX_CHARS = 50
@@ -186,9 +186,8 @@ def test_empty_batch_and_bad_lengths(loaded):
 
 
 def test_command_line(tmp_path):
-    parser = argparse.ArgumentParser(prog="bilm")
-    add_export_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["export", "--options", "o.json", "--weights", "w.hdf5", "out"])
+    args = _build_parser().parse_args(
+        ["export", "--options", "o.json", "--weights", "w.hdf5", "out"])
     assert (args.command, args.options, args.weights, args.export_dir) == \
         ("export", "o.json", "w.hdf5", "out")
     assert callable(args.handler)

@@ -1,0 +1,6 @@
+"""`python -m bilm ...` is the `bilm` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
