@@ -38,7 +38,8 @@ import h5py
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .data import UnicodeCharsVocabulary, Vocabulary
+from .data import (BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary,
+                   Vocabulary)
 from .layers import DTYPE, char_cnn, create_char_cnn_weights, create_lstm_weights, run_lstm
 from .options import (N_CHARACTERS_INFERENCE, N_CHARACTERS_TRAINING, OptionsError,
                       _get, load_options, lstm_output_dim, lstm_settings,
@@ -572,6 +573,20 @@ def load_vocab(vocab_file: str, max_word_length: Optional[int] = None) -> Vocabu
     if max_word_length:
         return UnicodeCharsVocabulary(vocab_file, max_word_length, validate_file=True)
     return Vocabulary(vocab_file, validate_file=True)
+
+
+def load_data(options: dict, vocab_file: str, filepattern: str, test: bool = False):
+    """The vocabulary and dataset that `options` call for: characters or
+    words, bi- or unidirectional. Training shuffles each shard on load; test
+    visits every shard once in order.
+
+    Returns (vocabulary, LMDataset or BidirectionalLMDataset).
+    """
+    max_word_length = (options["char_cnn"]["max_characters_per_token"]
+                       if "char_cnn" in options else None)
+    vocab = load_vocab(vocab_file, max_word_length)
+    dataset = BidirectionalLMDataset if options.get("bidirectional") else LMDataset
+    return vocab, dataset(filepattern, vocab, test=test, shuffle_on_load=not test)
 
 
 def _check_dataset(options: dict, data) -> None:

@@ -15,17 +15,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bilm.data import BidirectionalLMDataset, LMDataset  # noqa: E402
-from bilm.training import load_options_latest_checkpoint, load_vocab, train  # noqa: E402
+from bilm.training import load_data, load_options_latest_checkpoint, train  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> None:
     options, ckpt_file = load_options_latest_checkpoint(args.save_dir)
-    max_word_length = (options["char_cnn"]["max_characters_per_token"]
-                       if "char_cnn" in options else None)
-    vocab = load_vocab(args.vocab_file, max_word_length)
-    dataset = BidirectionalLMDataset if options.get("bidirectional") else LMDataset
-    data = dataset(args.train_prefix, vocab, test=False, shuffle_on_load=True)
+    _, data = load_data(options, args.vocab_file, args.train_prefix)
     for key in ("n_train_tokens", "n_epochs", "batch_size"):
         if getattr(args, key) > 0:
             options[key] = getattr(args, key)

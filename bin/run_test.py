@@ -11,19 +11,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bilm.data import BidirectionalLMDataset, LMDataset  # noqa: E402
-from bilm.training import load_options_latest_checkpoint, load_vocab, test  # noqa: E402
+from bilm.training import load_data, load_options_latest_checkpoint, test  # noqa: E402
 
 logger = logging.getLogger("run_test")
 
 
 def main(args: argparse.Namespace) -> float:
     options, ckpt_file = load_options_latest_checkpoint(args.save_dir)
-    max_word_length = (options["char_cnn"]["max_characters_per_token"]
-                       if "char_cnn" in options else None)
-    vocab = load_vocab(args.vocab_file, max_word_length)
-    dataset = BidirectionalLMDataset if options.get("bidirectional") else LMDataset
-    data = dataset(args.test_prefix, vocab, test=True, shuffle_on_load=False)
+    _, data = load_data(options, args.vocab_file, args.test_prefix, test=True)
     perplexity = test(options, ckpt_file, data, batch_size=args.batch_size)
     logger.info("test perplexity of %s: %.4f", ckpt_file, perplexity)
     return perplexity

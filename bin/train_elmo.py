@@ -19,9 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bilm.data import BidirectionalLMDataset, LMDataset  # noqa: E402
 from bilm.corpus import count_train_tokens  # noqa: E402
-from bilm.training import load_vocab, train  # noqa: E402
+from bilm.training import load_data, train  # noqa: E402
 
 logger = logging.getLogger("train_elmo")
 
@@ -80,13 +79,8 @@ def main(args: argparse.Namespace) -> None:
         logger.info("counted n_train_tokens = %d in %s", options["n_train_tokens"],
                     args.train_prefix)
 
-    max_word_length = (options["char_cnn"]["max_characters_per_token"]
-                       if "char_cnn" in options else None)
-    vocab = load_vocab(args.vocab_file, max_word_length)
+    vocab, data = load_data(options, args.vocab_file, args.train_prefix)
     options["n_tokens_vocab"] = vocab.size
-
-    dataset = BidirectionalLMDataset if options.get("bidirectional") else LMDataset
-    data = dataset(args.train_prefix, vocab, test=False, shuffle_on_load=True)
     train(options, data, args.n_gpus, args.save_dir, args.save_dir)
 
 
