@@ -67,7 +67,7 @@ class Embedder:
                  weight_file: Optional[str] = None,
                  vocab_file: Optional[str] = None, batch_size: int = 64,
                  stateless: bool = True, max_batch_size: Optional[int] = None,
-                 embedding_weight_file: Optional[str] = None):
+                 embedding_weight_file: Optional[str] = None, eager: bool = False):
         """
         Args:
           options_file, weight_file: the model; both None for the bundled one.
@@ -82,6 +82,9 @@ class Embedder:
           embedding_weight_file: token embeddings (`dump_token_embeddings`):
             use word ids instead of characters (tokens outside the vocabulary
             become <UNK>). Required for a word-input model (no char_cnn).
+          eager: run the TF2 function of `bilm.export.ElmoModule` (the one
+            SavedModels export) eagerly instead of a tf.compat.v1 session;
+            stateless character models only.
         """
         from . import default_model
         if (options_file is None) != (weight_file is None):
@@ -114,6 +117,16 @@ class Embedder:
         self.max_batch_size = max_batch_size
         self.n_layers = lstm_settings(options)["n_layers"] + 1
         self.dim = 2 * options["lstm"]["projection_dim"]
+        self._session = None
+        if eager:
+            if not (stateless and use_character_inputs):
+                raise ValueError("eager=True needs a stateless character model")
+            from .export import ElmoModule
+            self._module = ElmoModule(options_file, weight_file)
+            self._compute = lambda ids: self._module.bilm(
+                ids.astype(np.int32))["lm_embeddings"].numpy()
+            return
+        self._compute = lambda ids: self._run(self._lm_embeddings, {self._ids: ids})
         self._graph = tf.Graph()
         with self._graph.as_default():
             self._ids = tf.placeholder(tf.int64, ids_shape, name="ids")
@@ -132,10 +145,11 @@ class Embedder:
 
     # -- lifetime ---------------------------------------------------------
     def close(self) -> None:
-        """Release the session (idempotent)."""
+        """Release the session or module (idempotent)."""
         if self._session is not None:
             self._session.close()
             self._session = None
+        self._compute = _closed
 
     def __enter__(self) -> "Embedder":
         return self
@@ -145,7 +159,8 @@ class Embedder:
 
     def reset_state(self) -> None:
         """Zero the LSTM states of a stateful embedder (no-op when stateless)."""
-        self._run(self._reset_state_op)
+        if not self.stateless:
+            self._run(self._reset_state_op)
 
     # -- embedding --------------------------------------------------------
     def embed_sentence(self, tokens: Sequence[str], layers: Layers = "all",
@@ -274,12 +289,16 @@ class Embedder:
             for batch_start in range(0, len(order), batch_size):
                 batch = order[batch_start:batch_start + batch_size]
                 ids = self._batcher.batch_sentences([chunk[k] for k in batch])
-                mixed = mix(self._run(self._lm_embeddings, {self._ids: ids}))
+                mixed = mix(self._compute(ids))
                 for row, k in enumerate(batch):
                     # a copy, so that no output keeps the whole batch alive
                     vectors = mixed[row][..., :len(chunk[k]), :].copy()
                     yield start + k, vectors, row == len(batch) - 1
             start += len(chunk)
+
+
+def _closed(ids):
+    raise RuntimeError("this Embedder is closed")
 
 
 def _in_input_order(stream: Iterator[Tuple[int, np.ndarray, bool]]) -> Iterator[np.ndarray]:

@@ -248,3 +248,19 @@ def test_bilm_dump_batched(tmp_path, reference):
                                    atol=1e-5, rtol=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "batched.hdf5", "dataset.txt", "faithful.hdf5", "stateless.hdf5"]
+
+
+def test_eager_embedder_matches_the_session_one():
+    sentences = [["The", "bank", "closed", "."], [], ["日本", "x" * 60, "é"]]
+    with Embedder() as graph_embedder:
+        expected = graph_embedder.embed_sentences(sentences)
+    with Embedder(eager=True) as eager_embedder:
+        actual = eager_embedder.embed_sentences(sentences)
+        assert eager_embedder.sentence_vector(sentences[0]).shape == (128,)
+    for a, b in zip(actual, expected):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(RuntimeError, match="closed"):
+        eager_embedder.embed_sentence(["a"])
+    with pytest.raises(ValueError, match="stateless"):
+        Embedder(eager=True, stateless=False)
