@@ -26,9 +26,11 @@ inference options.json next to the weights.
 """
 import copy
 import datetime
+import glob
 import json
 import logging
 import os
+import random
 import re
 import time
 from contextlib import ExitStack
@@ -38,6 +40,8 @@ import h5py
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from .cluster import (STOP_TOKEN, Cluster, SyncReplicas, session_config, start_server,
+                      worker_shards)
 from .data import (BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary,
                    Vocabulary)
 from .layers import DTYPE, char_cnn, create_char_cnn_weights, create_lstm_weights, run_lstm
@@ -113,6 +117,9 @@ def validate_training_options(options: dict, source: str = "options",
         if _get(options, "all_clip_norm_val", float, source) <= 0:
             raise OptionsError(f"{source}: 'all_clip_norm_val' must be positive")
         _get(options, "n_train_tokens", int, source, required=False)
+        if _get(options, "checkpoint_every", int, source, required=False,
+                default=CHECKPOINT_EVERY) < 1:
+            raise OptionsError(f"{source}: 'checkpoint_every' must be positive")
         if _get(options, "learning_rate", float, source, required=False,
                 default=0.2) <= 0:
             raise OptionsError(f"{source}: 'learning_rate' must be positive")
@@ -575,10 +582,12 @@ def load_vocab(vocab_file: str, max_word_length: Optional[int] = None) -> Vocabu
     return Vocabulary(vocab_file, validate_file=True)
 
 
-def load_data(options: dict, vocab_file: str, filepattern: str, test: bool = False):
+def load_data(options: dict, vocab_file: str, filepattern: str, test: bool = False,
+              cluster: Optional[Cluster] = None):
     """The vocabulary and dataset that `options` call for: characters or
     words, bi- or unidirectional. Training shuffles each shard on load; test
-    visits every shard once in order.
+    visits every shard once in order. On a worker of a `cluster` the dataset
+    reads only that worker's shards (`bilm.cluster.worker_shards`).
 
     Returns (vocabulary, LMDataset or BidirectionalLMDataset).
     """
@@ -586,7 +595,29 @@ def load_data(options: dict, vocab_file: str, filepattern: str, test: bool = Fal
                        if "char_cnn" in options else None)
     vocab = load_vocab(vocab_file, max_word_length)
     dataset = BidirectionalLMDataset if options.get("bidirectional") else LMDataset
-    return vocab, dataset(filepattern, vocab, test=test, shuffle_on_load=not test)
+    if cluster is None:
+        return vocab, dataset(filepattern, vocab, test=test, shuffle_on_load=not test)
+    if test:
+        raise ValueError("a cluster reads training data only; test() runs in one process")
+    shards = worker_shards(filepattern, cluster)
+    logger.info("worker %d reads %d shard(s): %s", cluster.task_index, len(shards),
+                ", ".join(shards))
+    first_shard = random.choice(shards)
+    data = dataset(glob.escape(first_shard), vocab, test=False, shuffle_on_load=True)
+    for part in getattr(data, "_data_forward", data), getattr(data, "_data_reverse", data):
+        _restrict_shards(part, shards, first_shard)
+    return vocab, data
+
+
+def _restrict_shards(data: LMDataset, shards: List[str], loaded: str) -> None:
+    """Make an LMDataset that loaded `loaded` draw its next shards from
+    `shards` (a random permutation of the rest first, as on its first pass)."""
+    if not all(hasattr(data, name) for name in ("_all_shards", "_shards_to_choose")):
+        raise RuntimeError("bilm.data.LMDataset changed: it no longer keeps its "
+                           "shard list in _all_shards/_shards_to_choose")
+    data._all_shards = list(shards)
+    data._shards_to_choose = [shard for shard in shards if shard != loaded]
+    random.shuffle(data._shards_to_choose)
 
 
 def _check_dataset(options: dict, data) -> None:
@@ -620,10 +651,25 @@ def _write_json(path: str, obj: dict) -> None:
 # ---------------------------------------------------------------------------
 
 class _TrainingGraph(object):
-    """Everything `train` runs, built in the default graph."""
+    """Everything `train` runs, built in the default graph.
 
-    def __init__(self, options: dict, n_gpus: int):
-        with tf.device("/cpu:0"):
+    With a `cluster` (a worker's Cluster) the variables go to the ps tasks
+    (replica_device_setter, the same variables and names as without one)
+    and the update is synchronous across the workers (`SyncReplicas`): the
+    chief clips and applies the gradients averaged over all workers, and
+    its train_op returns the new global step (int64); a non-chief worker's
+    train_op pushes its gradients and returns the chief's token (the global
+    step of its next batch, or cluster.STOP_TOKEN), and it has no summaries.
+    """
+
+    def __init__(self, options: dict, n_gpus: int, cluster: Optional[Cluster] = None,
+                 target_step: Optional[int] = None):
+        self.replicas = None
+        self.summary_op = self.histogram_op = None
+        device_setter = ExitStack() if cluster is None else tf.device(
+            tf.train.replica_device_setter(worker_device=cluster.worker_device,
+                                           cluster=cluster.spec))
+        with device_setter, tf.device("/cpu:0"):
             # float32 like the original, so that its checkpoints restore
             self.global_step = tf.get_variable(
                 "global_step", [], initializer=tf.constant_initializer(0),
@@ -648,22 +694,18 @@ class _TrainingGraph(object):
             print_variable_summary()
 
             grads = average_gradients(tower_grads, options["batch_size"], options)
-            grads, norm_summaries = clip_grads(grads, options, True, self.global_step)
             self.train_perplexity = tf.exp(loss_sum / n_gpus)
-            self.summary_op = tf.summary.merge(
-                [tf.summary.scalar("train_perplexity", self.train_perplexity)]
-                + norm_summaries)
-
-            histograms = [tf.summary.histogram("token_embedding", self.models[0].embedding)]
-            for direction, outputs in enumerate(self.models[0].lstm_outputs):
-                histograms.append(tf.summary.histogram(f"lstm_embedding_{direction}",
-                                                       outputs[-1]))
-            self.train_op = opt.apply_gradients(grads, global_step=self.global_step)
-            for variable in tf.global_variables():
-                histograms.append(tf.summary.histogram(
-                    variable.name.replace(":", "_"), variable))
-            histograms.extend(summary_gradient_updates(grads, opt, lr))
-            self.histogram_op = tf.summary.merge(histograms)
+            if cluster is not None:
+                self.replicas = SyncReplicas(cluster, self.global_step)
+                push_op = self.replicas.push_gradients(grads)
+                if cluster.is_chief:
+                    grads = self.replicas.aggregated_gradients(push_op)
+                else:
+                    self.train_op = self.replicas.wait_for_update(push_op)
+            if cluster is None or cluster.is_chief:
+                self._build_update(options, opt, lr, grads)
+                if cluster is not None:
+                    self.train_op = self.replicas.finish_update(self.train_op, target_step)
             self.saver = tf.train.Saver(tf.global_variables(),
                                         max_to_keep=MAX_CHECKPOINTS_TO_KEEP)
             self.init_op = tf.global_variables_initializer()
@@ -671,13 +713,33 @@ class _TrainingGraph(object):
         self.init_state_tensors = [t for m in self.models for t in m.flat_init_states()]
         self.final_state_tensors = [t for m in self.models for t in m.flat_final_states()]
 
+    def _build_update(self, options: dict, opt: tf.train.Optimizer, lr: float,
+                      grads: List[Tuple[tf.Tensor, tf.Variable]]) -> None:
+        """Clipping, Adagrad (train_op) and the summaries of the update."""
+        grads, norm_summaries = clip_grads(grads, options, True, self.global_step)
+        self.summary_op = tf.summary.merge(
+            [tf.summary.scalar("train_perplexity", self.train_perplexity)]
+            + norm_summaries)
+
+        histograms = [tf.summary.histogram("token_embedding", self.models[0].embedding)]
+        for direction, outputs in enumerate(self.models[0].lstm_outputs):
+            histograms.append(tf.summary.histogram(f"lstm_embedding_{direction}",
+                                                   outputs[-1]))
+        self.train_op = opt.apply_gradients(grads, global_step=self.global_step)
+        for variable in tf.global_variables():
+            histograms.append(tf.summary.histogram(
+                variable.name.replace(":", "_"), variable))
+        histograms.extend(summary_gradient_updates(grads, opt, lr))
+        self.histogram_op = tf.summary.merge(histograms)
+
 
 def _format_duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(round(seconds))))
 
 
 def train(options: dict, data, n_gpus: int, tf_save_dir: str, tf_log_dir: str,
-          restart_ckpt_file: Optional[str] = None) -> str:
+          restart_ckpt_file: Optional[str] = None,
+          cluster: Optional[Cluster] = None) -> Optional[str]:
     """Train a (bi)LM and write checkpoints tf_save_dir/model.ckpt-<global step>.
 
     Args:
@@ -691,13 +753,15 @@ def train(options: dict, data, n_gpus: int, tf_save_dir: str, tf_log_dir: str,
       tf_log_dir: TensorBoard summaries.
       restart_ckpt_file: continue from this checkpoint (weights, Adagrad
         accumulators and global_step); old LSTM names are accepted.
+      cluster: this worker's task of a cluster (`bilm.cluster`), or None
+        for one process. See `_train_in_cluster` for what changes.
     Runs n_epochs * int(n_train_tokens / (batch_size * unroll_steps * n_gpus))
     batches, or fewer if `data` runs out. A checkpoint is written every
-    CHECKPOINT_EVERY batches and at the end; on KeyboardInterrupt nothing
-    more is written (the last checkpoint stays intact) and the interrupt is
-    re-raised.
+    options['checkpoint_every'] (default CHECKPOINT_EVERY) batches and at the
+    end; on KeyboardInterrupt nothing more is written (the last checkpoint
+    stays intact) and the interrupt is re-raised.
     Returns:
-      the path of the last checkpoint written.
+      the path of the last checkpoint written (None on a non-chief worker).
     """
     options = _check_train_arguments(options, n_gpus)
     _check_dataset(options, data)
@@ -707,14 +771,18 @@ def train(options: dict, data, n_gpus: int, tf_save_dir: str, tf_log_dir: str,
         n_train_tokens = DEFAULT_N_TRAIN_TOKENS
         logger.warning("options have no 'n_train_tokens'; using the original's "
                        "default %d (1B Word Benchmark)", n_train_tokens)
-    n_tokens_per_batch = batch_size * unroll_steps * n_gpus
+    n_workers = 1 if cluster is None else cluster.n_workers
+    n_tokens_per_batch = batch_size * unroll_steps * n_gpus * n_workers
     n_batches_per_epoch = int(n_train_tokens / n_tokens_per_batch)
     n_batches_total = options["n_epochs"] * n_batches_per_epoch
     if n_batches_total < 1:
         raise ValueError(
             f"n_train_tokens ({n_train_tokens}) is smaller than one batch of "
-            f"batch_size * unroll_steps * n_gpus = {n_tokens_per_batch} tokens: "
-            "nothing to train")
+            f"batch_size * unroll_steps * n_gpus{' * n_workers' if cluster else ''} = "
+            f"{n_tokens_per_batch} tokens: nothing to train")
+    if cluster is not None:
+        return _train_in_cluster(options, data, n_gpus, tf_save_dir, tf_log_dir,
+                                 restart_ckpt_file, cluster, n_batches_total)
 
     os.makedirs(tf_save_dir, exist_ok=True)
     if restart_ckpt_file is None:
@@ -753,6 +821,7 @@ def _training_loop(sess: tf.Session, graph: _TrainingGraph, options: dict, data,
     batch_size, unroll_steps = options["batch_size"], options["unroll_steps"]
     n_tokens_per_batch = batch_size * unroll_steps * n_gpus
     checkpoint_path = os.path.join(tf_save_dir, "model.ckpt")
+    checkpoint_every = options.get("checkpoint_every", CHECKPOINT_EVERY)
     logger.info("Training for %d epochs and %d batches (%d tokens per batch)",
                 options["n_epochs"], n_batches_total, n_tokens_per_batch)
 
@@ -787,7 +856,7 @@ def _training_loop(sess: tf.Session, graph: _TrainingGraph, options: dict, data,
             if batch_no % SUMMARY_EVERY == 0 or is_last:
                 _log_progress(batch_no, n_batches_total, perplexity,
                               time.time() - start_time, n_tokens_per_batch)
-            if batch_no % CHECKPOINT_EVERY == 0 or is_last:
+            if batch_no % checkpoint_every == 0 or is_last:
                 last_checkpoint = graph.saver.save(sess, checkpoint_path,
                                                    global_step=graph.global_step)
                 saved_at = batch_no
@@ -812,13 +881,218 @@ def _training_loop(sess: tf.Session, graph: _TrainingGraph, options: dict, data,
 
 
 def _log_progress(batch_no: int, n_batches_total: int, perplexity: float,
-                  elapsed: float, n_tokens_per_batch: int) -> None:
-    tokens_per_second = batch_no * n_tokens_per_batch / max(elapsed, 1e-9)
-    eta = elapsed / batch_no * (n_batches_total - batch_no)
+                  elapsed: float, n_tokens_per_batch: int, first_batch: int = 1) -> None:
+    """One progress line; rate and ETA count the batches since `first_batch`."""
+    n_done = max(batch_no - first_batch + 1, 1)
+    tokens_per_second = n_done * n_tokens_per_batch / max(elapsed, 1e-9)
+    eta = elapsed / n_done * (n_batches_total - batch_no)
     logger.info("batch %d/%d (%.1f%%), train_perplexity=%.3f, %.0f tokens/s, "
                 "elapsed %s, ETA %s", batch_no, n_batches_total,
                 100.0 * batch_no / n_batches_total, perplexity, tokens_per_second,
                 _format_duration(elapsed), _format_duration(eta))
+
+
+# ---------------------------------------------------------------------------
+# Training on a cluster
+# ---------------------------------------------------------------------------
+
+CLUSTER_RUN_FILE = "cluster_run.json"
+
+
+def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
+                      tf_log_dir: str, restart_ckpt_file: Optional[str],
+                      cluster: Cluster, n_batches_total: int) -> Optional[str]:
+    """`train` on one worker of a cluster (between-graph replication).
+
+    Every worker builds the same graph; one global step is one synchronous
+    update averaged over the n_workers * n_gpus towers. Only the chief
+    (worker 0) writes: options.json, checkpoints (every checkpoint_every
+    global steps and at the end) and summaries, all on its own machine. The
+    run ends at an absolute global step, so a process restarted after a
+    failure (with the same command) resumes the same run:
+    n_batches_total without `restart_ckpt_file`, else the restart
+    checkpoint's step + n_batches_total (kept in tf_save_dir/cluster_run.json
+    so that a restarted chief resumes rather than extends the run).
+
+    A MonitoredTrainingSession on the chief restores the latest checkpoint
+    of tf_save_dir, or initialises the variables; the other workers wait for
+    it. A session that loses a ps task is re-created (the chief restores the
+    latest checkpoint again).
+    """
+    if cluster.job_name != "worker":
+        raise ValueError(f"train() runs on worker tasks, but this is {cluster}: "
+                         "a ps task only serves variables "
+                         "(bilm.cluster.run_parameter_server)")
+    server = start_server(cluster)
+    target_step = None
+    if cluster.is_chief:
+        os.makedirs(tf_save_dir, exist_ok=True)
+        if restart_ckpt_file is None:
+            _write_json(os.path.join(tf_save_dir, "options.json"), options)
+        else:
+            restart_ckpt_file = _import_checkpoint(options, restart_ckpt_file, tf_save_dir)
+        target_step = _cluster_target_step(tf_save_dir, restart_ckpt_file, n_batches_total)
+
+    with tf.Graph().as_default():
+        graph = _TrainingGraph(options, n_gpus, cluster, target_step)
+        local_init_ops = [tf.local_variables_initializer()]
+        if cluster.is_chief:
+            local_init_ops.append(graph.replicas.chief_init_op)
+        scaffold = tf.train.Scaffold(init_op=graph.init_op,
+                                     local_init_op=tf.group(*local_init_ops),
+                                     saver=graph.saver)
+        summary_writer = (tf.summary.FileWriter(tf_log_dir, tf.get_default_graph())
+                          if cluster.is_chief else None)
+        try:
+            # the default hooks need an integer global step; this one is float32
+            with tf.train.MonitoredTrainingSession(
+                    master=server.target, is_chief=cluster.is_chief,
+                    checkpoint_dir=tf_save_dir if cluster.is_chief else None,
+                    scaffold=scaffold, save_checkpoint_secs=None,
+                    save_checkpoint_steps=None, save_summaries_steps=None,
+                    save_summaries_secs=None, log_step_count_steps=None,
+                    config=session_config(cluster), stop_grace_period_secs=10) as sess:
+                return _cluster_training_loop(sess, graph, options, data, n_gpus,
+                                              cluster, target_step, tf_save_dir,
+                                              summary_writer)
+        finally:
+            if summary_writer is not None:
+                summary_writer.close()
+
+
+def _import_checkpoint(options: dict, ckpt_file: str, tf_save_dir: str) -> str:
+    """Make `ckpt_file` the latest checkpoint of tf_save_dir under the current
+    variable names (the chief restores by name from there): returned as is
+    when it already is, else copied (old LSTM names renamed)."""
+    latest = tf.train.latest_checkpoint(tf_save_dir)
+    with tf.Graph().as_default():
+        graph = _TrainingGraph(options, 1)
+        names = {re.sub(r":0$", "", v.name) for v in tf.global_variables()}
+        stored = {name for name, _ in tf.train.list_variables(ckpt_file)}
+        if latest is not None and os.path.abspath(latest) == os.path.abspath(ckpt_file) \
+                and names <= stored:
+            return ckpt_file
+        with tf.Session() as sess:
+            sess.run(graph.init_op)
+            restore_checkpoint(sess, ckpt_file)
+            copied = graph.saver.save(sess, os.path.join(tf_save_dir, "model.ckpt"),
+                                      global_step=graph.global_step)
+    logger.info("copied %s to %s for the cluster's chief to restore", ckpt_file, copied)
+    return copied
+
+
+def _cluster_target_step(tf_save_dir: str, restart_ckpt_file: Optional[str],
+                         n_batches_total: int) -> int:
+    """The global step at which the cluster run ends (see `_train_in_cluster`)."""
+    if restart_ckpt_file is None:
+        return n_batches_total
+    start_step = int(tf.train.load_checkpoint(restart_ckpt_file).get_tensor("global_step"))
+    record_file = os.path.join(tf_save_dir, CLUSTER_RUN_FILE)
+    if os.path.isfile(record_file):
+        with open(record_file, encoding="utf-8") as fin:
+            record = json.load(fin)
+        if record["start_step"] <= start_step < record["target_step"]:
+            logger.info("resuming the unfinished cluster run from global step %d "
+                        "to %d (%s)", record["start_step"], record["target_step"],
+                        record_file)
+            return record["target_step"]
+    target_step = start_step + n_batches_total
+    _write_json(record_file, {"start_step": start_step, "target_step": target_step})
+    return target_step
+
+
+def _cluster_training_loop(sess, graph: _TrainingGraph, options: dict, data,
+                           n_gpus: int, cluster: Cluster, target_step: Optional[int],
+                           tf_save_dir: str, summary_writer) -> Optional[str]:
+    batch_size, unroll_steps = options["batch_size"], options["unroll_steps"]
+    n_tokens_per_step = batch_size * unroll_steps * n_gpus * cluster.n_workers
+    checkpoint_every = options.get("checkpoint_every", CHECKPOINT_EVERY)
+    checkpoint_path = os.path.join(tf_save_dir, "model.ckpt")
+    replicas = graph.replicas
+    step = first_step = int(sess.run(graph.global_step))
+
+    def save_checkpoint() -> str:
+        return sess.run_step_fn(lambda context: graph.saver.save(
+            context.session, checkpoint_path, global_step=step))
+
+    if cluster.is_chief:
+        state = tf.train.get_checkpoint_state(tf_save_dir)
+        if state is not None:  # so that max_to_keep counts the earlier checkpoints
+            graph.saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+        logger.info("chief: training from global step %d to %d, %d tokens per step "
+                    "(%d workers x %d towers)", step, target_step, n_tokens_per_step,
+                    cluster.n_workers, n_gpus)
+        if step >= target_step:
+            sess.run(replicas.stop_op)
+            logger.info("the run already reached global step %d", target_step)
+            return tf.train.latest_checkpoint(tf_save_dir)
+    else:
+        logger.info("worker %d: joining at global step %d", cluster.task_index, step)
+
+    state_values = [np.zeros(t.shape.as_list(), np.float32)
+                    for t in graph.init_state_tensors]
+    last_checkpoint, saved_at, n_batches = None, step, 0
+    start_time = time.time()
+    try:
+        for batch in data.iter_batches(batch_size * n_gpus, unroll_steps):
+            feed_dict = dict(zip(graph.init_state_tensors, state_values))
+            for k, model in enumerate(graph.models):
+                feed_dict.update(model.feed_dict(batch, k * batch_size,
+                                                 (k + 1) * batch_size))
+            fetches = {"step": graph.train_op, "perplexity": graph.train_perplexity,
+                       "states": graph.final_state_tensors}
+            if cluster.is_chief:
+                # the summaries of the update; fetched with it, they use its gradients
+                if (step + 1) % SUMMARY_EVERY == 0:
+                    fetches["summary"] = graph.summary_op
+                if (step + 1) % HISTOGRAM_EVERY == 0:
+                    fetches["histogram"] = graph.histogram_op
+            else:
+                feed_dict[replicas.local_step] = step
+            results = sess.run(fetches, feed_dict=feed_dict)
+            state_values = results["states"]
+            n_batches += 1
+            if not cluster.is_chief:
+                if results["step"] == STOP_TOKEN:
+                    break
+                step = int(results["step"])
+                if n_batches % SUMMARY_EVERY == 0:
+                    logger.info("worker %d: batch %d, global step %d, train_perplexity="
+                                "%.3f", cluster.task_index, n_batches, step,
+                                results["perplexity"])
+                continue
+            step = int(results["step"])
+            for key in ("histogram", "summary"):
+                if key in results:
+                    summary_writer.add_summary(results[key], step)
+            is_last = step >= target_step
+            if step % SUMMARY_EVERY == 0 or is_last:
+                _log_progress(step, target_step, results["perplexity"],
+                              time.time() - start_time, n_tokens_per_step,
+                              first_batch=first_step + 1)
+            if step % checkpoint_every == 0 or is_last:
+                last_checkpoint, saved_at = save_checkpoint(), step
+            if is_last:
+                break
+    except KeyboardInterrupt:
+        logger.warning("interrupted at global step %d; the last checkpoint is %s", step,
+                       tf.train.latest_checkpoint(tf_save_dir) if cluster.is_chief
+                       else "on the chief")
+        raise
+    if not cluster.is_chief:
+        logger.info("worker %d: finished after %d batches (global step %d)",
+                    cluster.task_index, n_batches, step)
+        return None
+    if step < target_step:
+        # the other workers wait for the chief's tokens: stop them too
+        logger.warning("the chief's data ran out at global step %d of %d", step,
+                       target_step)
+        sess.run(replicas.stop_op)
+        if step > saved_at:
+            last_checkpoint = save_checkpoint()
+    last_checkpoint = last_checkpoint or tf.train.latest_checkpoint(tf_save_dir)
+    logger.info("finished at global step %d; checkpoint %s", step, last_checkpoint)
+    return last_checkpoint
 
 
 # ---------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from bilm import (Batcher, BidirectionalLanguageModel, dump_bilm_embeddings,
                   dump_token_embeddings)
 from bilm.data import Vocabulary
 from bilm.default_model import OPTIONS_FILE, VOCAB_FILE, WEIGHT_FILE
+from bundled import DIM, N_LAYERS, PROJ
 from bilm.embedder import Embedder, count_lines, pool_tokens
 
-N_LAYERS, DIM = 3, 128  # the bundled model: 2 LSTM layers + token layer, 2 * 64
 
 LONG_WORD = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 2  # > 50 characters
 SENTENCES = [
@@ -202,18 +202,23 @@ def _read_hdf5(path):
 
 def test_token_dump_batched_equals_one_by_one(tmp_path):
     one_by_one, batched = str(tmp_path / "one.hdf5"), str(tmp_path / "batched.hdf5")
-    dump_token_embeddings(VOCAB_FILE, OPTIONS_FILE, WEIGHT_FILE, one_by_one)
-    dump_token_embeddings(VOCAB_FILE, OPTIONS_FILE, WEIGHT_FILE, batched, batch_size=16)
+    in_vocabulary = [SENTENCES[0], SENTENCES[5], [], ["bank", "?"]]
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("\n".join(["<S>", "</S>", "<UNK>"] + sorted(
+        {t for s in in_vocabulary for t in s})), encoding="utf-8")
+    vocab_file = str(vocab_file)
+    dump_token_embeddings(vocab_file, OPTIONS_FILE, WEIGHT_FILE, one_by_one)
+    dump_token_embeddings(vocab_file, OPTIONS_FILE, WEIGHT_FILE, batched, batch_size=4)
     expected, actual = _read_hdf5(one_by_one), _read_hdf5(batched)
     assert list(actual) == list(expected) == ["embedding"]
-    assert actual["embedding"].shape == (Vocabulary(VOCAB_FILE).size, DIM // 2)
+    assert actual["embedding"].shape == (Vocabulary(vocab_file).size, PROJ)
     assert actual["embedding"].dtype == expected["embedding"].dtype == np.float32
     np.testing.assert_allclose(actual["embedding"], expected["embedding"], atol=1e-6, rtol=0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["batched.hdf5", "one.hdf5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batched.hdf5", "one.hdf5",
+                                                          "vocab.txt"]
 
     # token input from the dumped embeddings = character input, for vocabulary words
-    in_vocabulary = [SENTENCES[0], SENTENCES[5], [], ["bank", "?"]]
-    with Embedder(vocab_file=VOCAB_FILE, embedding_weight_file=batched) as by_token, \
+    with Embedder(vocab_file=vocab_file, embedding_weight_file=batched) as by_token, \
             Embedder() as by_chars:
         for actual, expected in zip(by_token.embed_sentences(in_vocabulary),
                                     by_chars.embed_sentences(in_vocabulary)):
@@ -256,7 +261,7 @@ def test_eager_embedder_matches_the_session_one():
         expected = graph_embedder.embed_sentences(sentences)
     with Embedder(eager=True) as eager_embedder:
         actual = eager_embedder.embed_sentences(sentences)
-        assert eager_embedder.sentence_vector(sentences[0]).shape == (128,)
+        assert eager_embedder.sentence_vector(sentences[0]).shape == (DIM,)
     for a, b in zip(actual, expected):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, atol=1e-5)

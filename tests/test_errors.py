@@ -9,6 +9,7 @@ import tensorflow.compat.v1 as tf
 
 from bilm import (Batcher, BidirectionalLanguageModel, InvalidNumberOfCharacters,
                   dump_bilm_embeddings, dump_token_embeddings)
+from bundled import DIM, LSTM_DIM, PROJ, write_small_vocab
 from bilm.default_model import OPTIONS_FILE, VOCAB_FILE, WEIGHT_FILE
 from bilm.options import OptionsError
 from bilm.weights import WeightFileError
@@ -92,10 +93,10 @@ def test_weight_file_missing_dataset(tmp_path):
 
 def test_weight_file_wrong_shape(tmp_path):
     options = _options()
-    options["lstm"]["dim"] = 128  # the file was written for 256
+    options["lstm"]["dim"] = 2 * LSTM_DIM  # the file was written for LSTM_DIM
     with pytest.raises(WeightFileError,
-                       match=r"LSTMCell/W_0' has shape \(128, 1024\) but options.json "
-                             r"requires \(128, 512\)"):
+                       match=rf"LSTMCell/W_0' has shape \({2 * PROJ}, {4 * LSTM_DIM}\) but "
+                             rf"options.json requires \({2 * PROJ}, {8 * LSTM_DIM}\)"):
         _build(options_file=_write_options(tmp_path, options))
 
 
@@ -108,7 +109,7 @@ def test_placeholder_rank_and_dtype(tmp_path):
         _build(ids_dtype="float32")
     embedding_file = tmp_path / "embedding.hdf5"
     with h5py.File(embedding_file, "w") as fout:
-        fout.create_dataset("embedding", data=np.zeros((5, 64), np.float32))
+        fout.create_dataset("embedding", data=np.zeros((5, PROJ), np.float32))
     with pytest.raises(ValueError, match="rank 3"):
         _build(ids_shape=(None, None, 50), use_character_inputs=False,
                embedding_weight_file=str(embedding_file))
@@ -142,7 +143,7 @@ def test_empty_batch_and_empty_sentence():
             sess.run(tf.global_variables_initializer())
             out = sess.run(ops, {ids: batcher.batch_sentences([[], ["the", "bank"]])})
     assert list(out["lengths"]) == [0, 2]
-    assert out["lm_embeddings"].shape == (2, 3, 2, 128)
+    assert out["lm_embeddings"].shape == (2, 3, 2, DIM)
     assert not out["mask"][0].any() and out["mask"][1].all()
     # LSTM layers are zero past a sentence's length (layer 0 holds the
     # padding's token embedding there, as in the original; `mask` says which)
@@ -201,13 +202,14 @@ def test_dump_layouts(tmp_path):
     dump_bilm_embeddings(VOCAB_FILE, str(dataset), OPTIONS_FILE, WEIGHT_FILE, str(outfile))
     with h5py.File(outfile, "r") as fin:
         assert sorted(fin) == ["0", "1", "2"]
-        assert fin["0"].shape == (3, 3, 128) and fin["0"].dtype == np.float32
-        assert fin["1"].shape == (3, 0, 128)
-        assert fin["2"].shape == (3, 5, 128)
+        assert fin["0"].shape == (3, 3, DIM) and fin["0"].dtype == np.float32
+        assert fin["1"].shape == (3, 0, DIM)
+        assert fin["2"].shape == (3, 5, DIM)
     token_file = tmp_path / "tokens.hdf5"
-    dump_token_embeddings(VOCAB_FILE, OPTIONS_FILE, WEIGHT_FILE, str(token_file))
-    with open(VOCAB_FILE, encoding="utf-8") as fin:
+    vocab_file = write_small_vocab(tmp_path / "vocab.txt")
+    dump_token_embeddings(vocab_file, OPTIONS_FILE, WEIGHT_FILE, str(token_file))
+    with open(vocab_file, encoding="utf-8") as fin:
         n_words = len(fin.read().split())
     with h5py.File(token_file, "r") as fin:
         assert list(fin) == ["embedding"]
-        assert fin["embedding"].shape == (n_words, 64)
+        assert fin["embedding"].shape == (n_words, PROJ)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bundled import DIM
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,11 +17,11 @@ def _run(args):
 
 
 @pytest.mark.parametrize("script,expected", [
-    ("usage_character.py", ["context ELMo input: (2, 11, 128)",
-                            "question ELMo input: (1, 6, 128)"]),
-    ("usage_token.py", ["context ELMo input: (2, 11, 128)",
-                        "question ELMo input: (1, 6, 128)"]),
-    ("usage_cached.py", ["sentences embedded: 6", "second sentence: (3, 11, 128)"]),
+    ("usage_character.py", [f"context ELMo input: (2, 11, {DIM})",
+                            f"question ELMo input: (1, 6, {DIM})"]),
+    ("usage_token.py", [f"context ELMo input: (2, 11, {DIM})",
+                        f"question ELMo input: (1, 6, {DIM})"]),
+    ("usage_cached.py", ["sentences embedded: 6", f"second sentence: (3, 11, {DIM})"]),
 ])
 def test_example_runs(script, expected):
     result = _run([script])

@@ -13,11 +13,11 @@ import tensorflow as tf
 from bilm import Batcher, BidirectionalLanguageModel, weight_layers
 from bilm.default_model import OPTIONS_FILE, VOCAB_FILE, WEIGHT_FILE
 from bilm.cli import _build_parser
+from bundled import PROJ
 from bilm.export import (ElmoModule, directory_size, main,
                          tokens_to_char_ids)
 
 MAX_CHARS = 50
-PROJ = 64
 N_LAYERS = 2
 TOLERANCE = 1e-5
 LONG_TOKEN = "supercalifragilisticexpialidocious" * 2          # 68 bytes

@@ -12,11 +12,11 @@ import tensorflow as tf
 
 keras = pytest.importorskip("keras")
 
+from bundled import DIM
 from bilm.default_model import OPTIONS_FILE, WEIGHT_FILE  # noqa: E402
 from bilm.export import ElmoModule  # noqa: E402
 from bilm.keras_layer import ElmoEmbedding  # noqa: E402
 
-DIM = 128
 TOKENS = [["good", "café", "😀"], ["bad", "", ""], ["日本", "was", "great"],
           ["awful", "plot", ""], ["nice", "", ""], ["boring", "and", "slow"],
           ["lovely", "film", ""], ["terrible", "", ""]]
