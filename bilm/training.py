@@ -40,8 +40,8 @@ import h5py
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .cluster import (STOP_TOKEN, Cluster, SyncReplicas, session_config, start_server,
-                      worker_shards)
+from .cluster import (STOP_TOKEN, Cluster, SessionCreator, SyncReplicas, session_config,
+                      start_server, worker_shards)
 from .data import (BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary,
                    Vocabulary)
 from .layers import DTYPE, char_cnn, create_char_cnn_weights, create_lstm_weights, run_lstm
@@ -914,10 +914,11 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
     checkpoint's step + n_batches_total (kept in tf_save_dir/cluster_run.json
     so that a restarted chief resumes rather than extends the run).
 
-    A MonitoredTrainingSession on the chief restores the latest checkpoint
-    of tf_save_dir, or initialises the variables; the other workers wait for
-    it. A session that loses a ps task is re-created (the chief restores the
-    latest checkpoint again).
+    The session is a MonitoredSession (what MonitoredTrainingSession builds):
+    on the chief it restores the latest checkpoint of tf_save_dir or
+    initialises the variables, the other workers wait for that; a session
+    that loses a ps task is re-created (the chief restores the latest
+    checkpoint again).
     """
     if cluster.job_name != "worker":
         raise ValueError(f"train() runs on worker tasks, but this is {cluster}: "
@@ -941,17 +942,16 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
         scaffold = tf.train.Scaffold(init_op=graph.init_op,
                                      local_init_op=tf.group(*local_init_ops),
                                      saver=graph.saver)
+        session_creator = SessionCreator(scaffold, server.target, session_config(cluster),
+                                         cluster.is_chief, tf_save_dir)
         summary_writer = (tf.summary.FileWriter(tf_log_dir, tf.get_default_graph())
                           if cluster.is_chief else None)
         try:
-            # the default hooks need an integer global step; this one is float32
-            with tf.train.MonitoredTrainingSession(
-                    master=server.target, is_chief=cluster.is_chief,
-                    checkpoint_dir=tf_save_dir if cluster.is_chief else None,
-                    scaffold=scaffold, save_checkpoint_secs=None,
-                    save_checkpoint_steps=None, save_summaries_steps=None,
-                    save_summaries_secs=None, log_step_count_steps=None,
-                    config=session_config(cluster), stop_grace_period_secs=10) as sess:
+            # MonitoredTrainingSession's default hooks need an integer global
+            # step (this one is float32): checkpoints and summaries are written
+            # by the training loop instead
+            with tf.train.MonitoredSession(session_creator=session_creator,
+                                           stop_grace_period_secs=10) as sess:
                 return _cluster_training_loop(sess, graph, options, data, n_gpus,
                                               cluster, target_step, tf_save_dir,
                                               summary_writer)
@@ -1012,8 +1012,8 @@ def _cluster_training_loop(sess, graph: _TrainingGraph, options: dict, data,
     step = first_step = int(sess.run(graph.global_step))
 
     def save_checkpoint() -> str:
-        return sess.run_step_fn(lambda context: graph.saver.save(
-            context.session, checkpoint_path, global_step=step))
+        return sess.run_step_fn(lambda step_context: graph.saver.save(
+            step_context.session, checkpoint_path, global_step=step))
 
     if cluster.is_chief:
         state = tf.train.get_checkpoint_state(tf_save_dir)

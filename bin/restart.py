@@ -7,6 +7,10 @@ at 0 keep the value of the saved options.json.
 
   python bin/restart.py --train_prefix 'data/train/*' \\
       --vocab_file data/vocab.txt --save_dir checkpoints/ --n_epochs 1
+
+On a cluster (the flags of bin/train_elmo.py or TF_CONFIG) the chief restores
+the checkpoint; every worker reads the options from save_dir/options.json, so
+copy that file to the workers' save_dir when they run on other machines.
 """
 import argparse
 import logging
@@ -15,17 +19,27 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bilm.cluster import (add_cluster_arguments, cluster_from_args,  # noqa: E402
+                          run_parameter_server)
+from bilm.options import load_options  # noqa: E402
 from bilm.training import load_data, load_options_latest_checkpoint, train  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> None:
-    options, ckpt_file = load_options_latest_checkpoint(args.save_dir)
-    _, data = load_data(options, args.vocab_file, args.train_prefix)
-    for key in ("n_train_tokens", "n_epochs", "batch_size"):
+    cluster = cluster_from_args(args)
+    if cluster is not None and cluster.job_name == "ps":
+        run_parameter_server(cluster)
+        return
+    if cluster is None or cluster.is_chief:
+        options, ckpt_file = load_options_latest_checkpoint(args.save_dir)
+    else:  # only the chief restores
+        options, ckpt_file = load_options(os.path.join(args.save_dir, "options.json")), None
+    _, data = load_data(options, args.vocab_file, args.train_prefix, cluster=cluster)
+    for key in ("n_train_tokens", "n_epochs", "batch_size", "checkpoint_every"):
         if getattr(args, key) > 0:
             options[key] = getattr(args, key)
     train(options, data, args.n_gpus, args.save_dir, args.save_dir,
-          restart_ckpt_file=ckpt_file)
+          restart_ckpt_file=ckpt_file, cluster=cluster)
 
 
 if __name__ == "__main__":
@@ -38,6 +52,8 @@ if __name__ == "__main__":
     parser.add_argument("--batch_size", type=int, default=0)
     parser.add_argument("--n_train_tokens", type=int, default=0)
     parser.add_argument("--n_epochs", type=int, default=0)
+    parser.add_argument("--checkpoint_every", type=int, default=0)
+    add_cluster_arguments(parser)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     main(parser.parse_args())

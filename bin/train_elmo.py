@@ -3,12 +3,22 @@
 
 Defaults are the original ELMo hyperparameters (bidirectional, char CNN with
 2048 filters, 2 x LSTM 4096/512 with skip connections, 3 towers of batch 128).
---options_file replaces any of them (nested sections are merged key by key);
---n_gpus, --batch_size, --n_epochs and --n_train_tokens win over both.
-Without --n_train_tokens the tokens of the training files are counted.
+--options FILE (alias --options_file) replaces any of them (nested sections
+are merged key by key); --n_gpus, --batch_size, --n_epochs, --n_train_tokens
+and --checkpoint_every win over both. Without --n_train_tokens the tokens of
+the training files are counted.
 
   python bin/train_elmo.py --train_prefix 'data/train/*' \\
       --vocab_file data/vocab.txt --save_dir checkpoints/
+
+On a cluster every task runs this script with the same arguments plus its
+place in the cluster (or the TF_CONFIG environment variable); ps tasks only
+serve variables, each worker reads its share of the training files, worker 0
+(the chief) writes the checkpoints. bin/launch_local_cluster.py starts a
+whole cluster on this machine.
+
+  python bin/train_elmo.py ... --ps_hosts h0:2222 --worker_hosts h1:2222,h2:2222 \\
+      --job_name worker --task_index 0
 """
 import argparse
 import copy
@@ -19,6 +29,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bilm.cluster import (add_cluster_arguments, cluster_from_args,  # noqa: E402
+                          run_parameter_server)
 from bilm.corpus import count_train_tokens  # noqa: E402
 from bilm.training import load_data, train  # noqa: E402
 
@@ -67,11 +79,15 @@ def merged(defaults: dict, overrides: dict) -> dict:
 
 
 def main(args: argparse.Namespace) -> None:
+    cluster = cluster_from_args(args)
+    if cluster is not None and cluster.job_name == "ps":
+        run_parameter_server(cluster)
+        return
     options = copy.deepcopy(DEFAULT_OPTIONS)
     if args.options_file:
         with open(args.options_file, encoding="utf-8") as fin:
             options = merged(options, json.load(fin))
-    for key in ("batch_size", "n_epochs", "n_train_tokens"):
+    for key in ("batch_size", "n_epochs", "n_train_tokens", "checkpoint_every"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if "n_train_tokens" not in options:
@@ -79,9 +95,9 @@ def main(args: argparse.Namespace) -> None:
         logger.info("counted n_train_tokens = %d in %s", options["n_train_tokens"],
                     args.train_prefix)
 
-    vocab, data = load_data(options, args.vocab_file, args.train_prefix)
+    vocab, data = load_data(options, args.vocab_file, args.train_prefix, cluster=cluster)
     options["n_tokens_vocab"] = vocab.size
-    train(options, data, args.n_gpus, args.save_dir, args.save_dir)
+    train(options, data, args.n_gpus, args.save_dir, args.save_dir, cluster=cluster)
 
 
 if __name__ == "__main__":
@@ -96,8 +112,12 @@ if __name__ == "__main__":
     parser.add_argument("--n_epochs", type=int, help="Number of epochs (10)")
     parser.add_argument("--n_train_tokens", type=int,
                         help="Tokens in the training data (default: count them)")
-    parser.add_argument("--options_file",
-                        help="JSON options replacing the defaults (merged key by key)")
+    parser.add_argument("--checkpoint_every", type=int,
+                        help="Checkpoint every N batches (global steps) (1250)")
+    parser.add_argument("--options", "--options_file", dest="options_file", metavar="FILE",
+                        help="JSON with model and training hyperparameters replacing "
+                        "the defaults (merged key by key)")
+    add_cluster_arguments(parser)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     main(parser.parse_args())
