@@ -32,8 +32,13 @@ import glob
 import json
 import logging
 import os
+import signal
+import socket
+import subprocess
+import threading
+import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow.compat.v1 as tf
 
@@ -141,9 +146,10 @@ def cluster_from_tf_config(tf_config: str) -> Cluster:
     if not isinstance(task_index, int):
         raise ClusterError(f"{TF_CONFIG}: task.index must be an integer, got {task_index!r}")
     if task_type == "chief":
-        if not chief:
-            raise ClusterError(f"{TF_CONFIG}: task type 'chief' but no chief job")
-        task_type, task_index = "worker", task_index
+        if not chief or task_index != 0:
+            raise ClusterError(f"{TF_CONFIG}: task chief {task_index} but the chief "
+                               f"job is {chief}")
+        task_type = "worker"
     elif task_type == "worker":
         task_index += len(chief)  # the chief is worker 0
     elif task_type != "ps":
@@ -161,9 +167,13 @@ def resolve_cluster(ps_hosts: Optional[str] = None, worker_hosts: Optional[str] 
     if ps_hosts or worker_hosts or job_name:
         return cluster_from_flags(ps_hosts, worker_hosts, job_name, task_index)
     tf_config = (os.environ if environ is None else environ).get(TF_CONFIG, "").strip()
-    if tf_config and "cluster" in json.loads(tf_config or "{}"):
-        return cluster_from_tf_config(tf_config)
-    return None
+    if not tf_config:
+        return None
+    try:
+        has_cluster = bool(json.loads(tf_config).get("cluster"))
+    except (json.JSONDecodeError, AttributeError):
+        has_cluster = True  # let cluster_from_tf_config say what is wrong
+    return cluster_from_tf_config(tf_config) if has_cluster else None
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,10 +182,11 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         "cluster", "distributed training (default: one process; TF_CONFIG is read "
         "when these flags are absent)")
     group.add_argument("--ps_hosts", help="Comma-separated host:port of the ps tasks")
-    group.add_argument("--worker_hosts",
-                       help="Comma-separated host:port of the workers (the first is the chief)")
+    group.add_argument("--worker_hosts", help="Comma-separated host:port of the "
+                       "workers (the first is the chief)")
     group.add_argument("--job_name", choices=["ps", "worker"], help="This task's job")
-    group.add_argument("--task_index", type=int, default=0, help="This task's index in its job")
+    group.add_argument("--task_index", type=int, default=0,
+                       help="This task's index in its job")
 
 
 def cluster_from_args(args: argparse.Namespace) -> Optional[Cluster]:
@@ -291,6 +302,11 @@ class SyncReplicas(object):
       chief_init_op: chief only (after `aggregated_gradients`): sets every
         accumulator's step to the global step; run after each restore.
       stop_op: chief only: sends STOP_TOKEN to every other worker.
+      resync_op: chief only: sends the global step to every other worker.
+        A restarted chief runs it once: a worker whose gradients the dead
+        chief had taken waits for a token that would never come; a worker
+        that was not waiting pushes one extra gradient (the next update
+        then averages over n_workers + 1 gradients).
     """
 
     def __init__(self, cluster: Cluster, global_step: tf.Variable):
@@ -314,6 +330,8 @@ class SyncReplicas(object):
                 self.local_step = tf.cast(global_step, tf.int64)
                 self.stop_op = tf.group(*[queue.enqueue(tf.constant(STOP_TOKEN, tf.int64))
                                           for queue in self._token_queues])
+                self.resync_op = tf.group(*[queue.enqueue(self.local_step)
+                                            for queue in self._token_queues])
             else:
                 self.local_step = tf.placeholder(tf.int64, [], name="sync_local_step")
                 self._own_queue = self._token_queues[cluster.task_index - 1]
@@ -392,3 +410,145 @@ class SyncReplicas(object):
             raise RuntimeError("the chief does not wait for tokens")
         with tf.device(self._global_step.device), tf.control_dependencies([push_op]):
             return tf.identity(self._own_queue.dequeue(), name="sync_token")
+
+
+# ---------------------------------------------------------------------------
+# A cluster of processes on this machine
+# ---------------------------------------------------------------------------
+
+def free_ports(n: int) -> List[int]:
+    """n distinct free TCP ports of localhost (bound to port 0 together, then
+    released for the servers to take)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class LocalCluster(object):
+    """Runs `command` once per task of a cluster on localhost, adding each
+    task's --ps_hosts/--worker_hosts/--job_name/--task_index.
+
+    Every line a task prints goes to `echo` prefixed with "[job index] " and
+    is kept in `logs[(job, index)]` (across restarts of the task). Leaving
+    the `with` block ends every process still running.
+    """
+
+    def __init__(self, command: Sequence[str], n_ps: int, n_workers: int,
+                 env: Optional[Mapping[str, str]] = None,
+                 echo: Optional[Callable[[str], None]] = print):
+        if n_ps < 1 or n_workers < 1:
+            raise ClusterError(f"a cluster needs at least one ps and one worker, got "
+                               f"{n_ps} ps and {n_workers} worker(s)")
+        ports = free_ports(n_ps + n_workers)
+        self.ps_hosts = [f"localhost:{port}" for port in ports[:n_ps]]
+        self.worker_hosts = [f"localhost:{port}" for port in ports[n_ps:]]
+        self.command = list(command)
+        self.env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+        self.echo = echo
+        self.processes: Dict[Tuple[str, int], subprocess.Popen] = {}
+        self.logs: Dict[Tuple[str, int], List[str]] = {}
+        self._readers: List[threading.Thread] = []
+
+    def task_flags(self, job: str, index: int) -> List[str]:
+        return ["--ps_hosts", ",".join(self.ps_hosts),
+                "--worker_hosts", ",".join(self.worker_hosts),
+                "--job_name", job, "--task_index", str(index)]
+
+    def start(self, job: str, index: int) -> subprocess.Popen:
+        """Start (or restart, once it has ended) one task."""
+        task = (job, index)
+        if task in self.processes and self.processes[task].poll() is None:
+            raise RuntimeError(f"{job} {index} is still running")
+        process = subprocess.Popen(self.command + self.task_flags(job, index),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=self.env, text=True,
+                                   errors="replace")
+        self.processes[task] = process
+        self.logs.setdefault(task, [])
+        reader = threading.Thread(target=self._read, args=(task, process), daemon=True)
+        reader.start()
+        self._readers.append(reader)
+        return process
+
+    def _read(self, task: Tuple[str, int], process: subprocess.Popen) -> None:
+        prefix = f"[{task[0]} {task[1]}] "
+        for line in process.stdout:
+            self.logs[task].append(line)
+            if self.echo is not None:
+                self.echo(prefix + line.rstrip("\n"))
+        process.stdout.close()
+
+    def start_all(self) -> None:
+        for index in range(len(self.ps_hosts)):
+            self.start("ps", index)
+        for index in range(len(self.worker_hosts)):
+            self.start("worker", index)
+
+    def kill(self, job: str, index: int) -> None:
+        """SIGKILL one task (a crash: no clean-up in the process)."""
+        process = self.processes[(job, index)]
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+    def wait_for_workers(self, timeout: float) -> Dict[int, Optional[int]]:
+        """Wait until every worker has ended, or one has failed, or `timeout`
+        seconds; returns each worker's exit code (None: still running)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            codes = {index: self.processes[("worker", index)].poll()
+                     for index in range(len(self.worker_hosts))}
+            done = all(code is not None for code in codes.values())
+            failed = any(code not in (None, 0) for code in codes.values())
+            if done or failed or time.monotonic() > deadline:
+                return codes
+            time.sleep(0.2)
+
+    def stop(self, grace_secs: float = 5.0) -> None:
+        """End every running task: SIGTERM, then SIGKILL after `grace_secs`."""
+        running = [p for p in self.processes.values() if p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_secs
+        for process in running:
+            try:
+                process.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for reader in self._readers:
+            reader.join(timeout=2)
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def launch_local_cluster(command: Sequence[str], n_ps: int, n_workers: int,
+                         timeout: float) -> int:
+    """Run a cluster on localhost until its workers end: 0 when they all
+    succeeded, 1 when one failed (the others are then ended, since they
+    would wait for it forever) or `timeout` seconds passed."""
+    with LocalCluster(command, n_ps, n_workers, echo=lambda line: print(line, flush=True)
+                      ) as cluster:
+        logger.info("ps %s, workers %s", ",".join(cluster.ps_hosts),
+                    ",".join(cluster.worker_hosts))
+        cluster.start_all()
+        codes = cluster.wait_for_workers(timeout)
+        failed = {index: code for index, code in codes.items() if code not in (None, 0)}
+        if failed:
+            logger.error("worker(s) failed (exit codes %s); ending the cluster", failed)
+            return 1
+        if any(code is None for code in codes.values()):
+            logger.error("the workers did not finish within %.0f s; ending the cluster",
+                         timeout)
+            return 1
+        logger.info("all %d workers finished; ending the ps tasks", n_workers)
+        return 0

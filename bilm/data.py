@@ -357,12 +357,13 @@ class LMDataset(object):
     produced iff `vocab` has ``encode_chars`` (a UnicodeCharsVocabulary).
     """
 
-    def __init__(self, filepattern: str, vocab: Vocabulary,
+    def __init__(self, filepattern: Union[str, Sequence[str]], vocab: Vocabulary,
                  reverse: bool = False, test: bool = False,
                  shuffle_on_load: bool = False):
         """
         Args:
-            filepattern: glob of the shard files.
+            filepattern: glob of the shard files, or a list of shard paths
+                (a worker of a training cluster reads its own subset).
             vocab: a Vocabulary or UnicodeCharsVocabulary.
             reverse: reverse the tokens of every sentence (backward LM).
             test: read every shard once, then stop; otherwise cycle forever
@@ -370,7 +371,10 @@ class LMDataset(object):
             shuffle_on_load: shuffle the sentences of each shard when loaded.
         """
         self._vocab = vocab
-        self._all_shards = sorted(glob.glob(filepattern))
+        if isinstance(filepattern, str):
+            self._all_shards = sorted(glob.glob(filepattern))
+        else:
+            self._all_shards = sorted(filepattern)
         logger.info('Found %d shards at %s', len(self._all_shards), filepattern)
         if not self._all_shards:
             raise ValueError(f"no data file matches the pattern {filepattern!r}")
@@ -464,7 +468,8 @@ class LMDataset(object):
 class BidirectionalLMDataset(object):
     """A forward and a reverse LMDataset over the same shards."""
 
-    def __init__(self, filepattern: str, vocab: Vocabulary, test: bool = False,
+    def __init__(self, filepattern: Union[str, Sequence[str]], vocab: Vocabulary,
+                 test: bool = False,
                  shuffle_on_load: bool = False):
         self._data_forward = LMDataset(filepattern, vocab, reverse=False,
                                        test=test, shuffle_on_load=shuffle_on_load)

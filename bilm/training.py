@@ -4,6 +4,9 @@
 under the scope `lm`), averages the towers' gradients, clips them by global
 norm and applies Adagrad. `test` reports the perplexity of a checkpoint.
 `dump_weights` writes the hdf5 file that `BidirectionalLanguageModel` reads.
+Given a `bilm.cluster.Cluster`, `train` runs one worker of a synchronous
+between-graph-replicated cluster instead (same graph per worker, variables
+on ps tasks, the same checkpoints).
 
 The graph reuses the network pieces of `layers.py` (the same char CNN,
 highway, projection and LSTM code as the inference graph), under the variable
@@ -26,11 +29,9 @@ inference options.json next to the weights.
 """
 import copy
 import datetime
-import glob
 import json
 import logging
 import os
-import random
 import re
 import time
 from contextlib import ExitStack
@@ -602,22 +603,7 @@ def load_data(options: dict, vocab_file: str, filepattern: str, test: bool = Fal
     shards = worker_shards(filepattern, cluster)
     logger.info("worker %d reads %d shard(s): %s", cluster.task_index, len(shards),
                 ", ".join(shards))
-    first_shard = random.choice(shards)
-    data = dataset(glob.escape(first_shard), vocab, test=False, shuffle_on_load=True)
-    for part in getattr(data, "_data_forward", data), getattr(data, "_data_reverse", data):
-        _restrict_shards(part, shards, first_shard)
-    return vocab, data
-
-
-def _restrict_shards(data: LMDataset, shards: List[str], loaded: str) -> None:
-    """Make an LMDataset that loaded `loaded` draw its next shards from
-    `shards` (a random permutation of the rest first, as on its first pass)."""
-    if not all(hasattr(data, name) for name in ("_all_shards", "_shards_to_choose")):
-        raise RuntimeError("bilm.data.LMDataset changed: it no longer keeps its "
-                           "shard list in _all_shards/_shards_to_choose")
-    data._all_shards = list(shards)
-    data._shards_to_choose = [shard for shard in shards if shard != loaded]
-    random.shuffle(data._shards_to_choose)
+    return vocab, dataset(shards, vocab, test=False, shuffle_on_load=True)
 
 
 def _check_dataset(options: dict, data) -> None:
@@ -944,6 +930,8 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
                                      saver=graph.saver)
         session_creator = SessionCreator(scaffold, server.target, session_config(cluster),
                                          cluster.is_chief, tf_save_dir)
+        chief_restarted = cluster.is_chief and _variables_are_initialized(
+            scaffold, server.target, session_config(cluster))
         summary_writer = (tf.summary.FileWriter(tf_log_dir, tf.get_default_graph())
                           if cluster.is_chief else None)
         try:
@@ -952,12 +940,32 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
             # by the training loop instead
             with tf.train.MonitoredSession(session_creator=session_creator,
                                            stop_grace_period_secs=10) as sess:
+                if chief_restarted:
+                    logger.warning("the ps tasks kept the variables of a chief that "
+                                   "ended: resuming from its last checkpoint, the "
+                                   "steps after it are lost")
+                    sess.run(graph.replicas.resync_op)
                 return _cluster_training_loop(sess, graph, options, data, n_gpus,
                                               cluster, target_step, tf_save_dir,
                                               summary_writer)
         finally:
             if summary_writer is not None:
                 summary_writer.close()
+
+
+def _variables_are_initialized(scaffold: tf.train.Scaffold, target: str,
+                               config: tf.ConfigProto) -> bool:
+    """Whether the ps tasks hold initialised variables already (a chief that
+    finds them so was restarted while they kept running)."""
+    scaffold.finalize()
+    for attempt in range(60):
+        try:
+            with tf.Session(target, config=config) as sess:
+                return len(sess.run(scaffold.ready_op)) == 0
+        except (tf.errors.UnavailableError, tf.errors.AbortedError) as err:
+            logger.info("a ps task is not reachable yet (%s); retrying", err.message[:200])
+            time.sleep(1.0)
+    return False
 
 
 def _import_checkpoint(options: dict, ckpt_file: str, tf_save_dir: str) -> str:
@@ -972,7 +980,7 @@ def _import_checkpoint(options: dict, ckpt_file: str, tf_save_dir: str) -> str:
         if latest is not None and os.path.abspath(latest) == os.path.abspath(ckpt_file) \
                 and names <= stored:
             return ckpt_file
-        with tf.Session() as sess:
+        with tf.Session(config=tf.ConfigProto(allow_soft_placement=True)) as sess:
             sess.run(graph.init_op)
             restore_checkpoint(sess, ckpt_file)
             copied = graph.saver.save(sess, os.path.join(tf_save_dir, "model.ckpt"),
@@ -1031,7 +1039,7 @@ def _cluster_training_loop(sess, graph: _TrainingGraph, options: dict, data,
 
     state_values = [np.zeros(t.shape.as_list(), np.float32)
                     for t in graph.init_state_tensors]
-    last_checkpoint, saved_at, n_batches = None, step, 0
+    last_checkpoint, saved_at, n_batches, stopped = None, step, 0, False
     start_time = time.time()
     try:
         for batch in data.iter_batches(batch_size * n_gpus, unroll_steps):
@@ -1054,6 +1062,7 @@ def _cluster_training_loop(sess, graph: _TrainingGraph, options: dict, data,
             n_batches += 1
             if not cluster.is_chief:
                 if results["step"] == STOP_TOKEN:
+                    stopped = True
                     break
                 step = int(results["step"])
                 if n_batches % SUMMARY_EVERY == 0:
@@ -1080,6 +1089,9 @@ def _cluster_training_loop(sess, graph: _TrainingGraph, options: dict, data,
                        else "on the chief")
         raise
     if not cluster.is_chief:
+        if not stopped:
+            logger.warning("worker %d: the data ran out at global step %d: the chief "
+                           "waits for gradients of every worker", cluster.task_index, step)
         logger.info("worker %d: finished after %d batches (global step %d)",
                     cluster.task_index, n_batches, step)
         return None

@@ -363,3 +363,15 @@ def test_reference_model_vocab(tf1_fixtures):
     token_batch = TokenBatcher(path).batch_sentences(sentences)
     assert token_batch.shape == (len(sentences), max_len + 2)
     assert (token_batch[:, 0] == vocab.bos + 1).all()
+
+
+def test_dataset_from_a_list_of_shards(tmp_path):
+    """A list of shard paths works like a glob (a cluster worker's subset)."""
+    for name, text in (("a.txt", "one two\n"), ("b.txt", "three four\n"), ("c.txt", "five\n")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    vocab_file = tmp_path / "vocab.voc"
+    vocab_file.write_text("<S>\n</S>\n<UNK>\none\ntwo\nthree\nfour\nfive\n", encoding="utf-8")
+    vocab = Vocabulary(str(vocab_file))
+    data = LMDataset([str(tmp_path / "c.txt"), str(tmp_path / "a.txt")], vocab, test=True)
+    seen = [vocab.decode(ids[1:-1]) for ids, _ in data.get_sentence()]
+    assert seen == ["one two", "five"]

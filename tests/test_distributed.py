@@ -1,0 +1,394 @@
+"""Training on TensorFlow's distributed runtime (bilm/cluster.py), on localhost.
+
+Every cluster here is a set of local processes on free ports (`LocalCluster`),
+bounded by timeouts and ended when the test ends, pass or fail. The tiny
+model trains a step in tens of milliseconds; most of each test's time is the
+processes importing TensorFlow.
+
+This file is also the program of the step-equality test's tasks:
+  python tests/test_distributed.py STEP_DIR --ps_hosts ... --job_name ...
+"""
+import argparse
+import json
+import logging
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+from bilm import training  # noqa: E402
+from bilm.cluster import (Cluster, ClusterError, LocalCluster,  # noqa: E402
+                          add_cluster_arguments, cluster_from_args,
+                          cluster_from_tf_config, resolve_cluster,
+                          run_parameter_server, worker_shards)
+from bilm.corpus import count_train_tokens  # noqa: E402
+from bilm.data import BidirectionalLMDataset  # noqa: E402
+from bilm.training import (load_data, load_options_latest_checkpoint,  # noqa: E402
+                           load_vocab, test, train)
+
+SUBJECTS = ["the cat", "a dog", "the café owner", "my friend"]
+VERBS = ["sees", "likes", "eats", "finds"]
+OBJECTS = ["the fish", "a ball", "some bread", "the bird"]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+TRAIN_ELMO = [sys.executable, str(REPO_ROOT / "bin" / "train_elmo.py")]
+
+
+def write_sharded_corpus(folder: Path, n_shards: int = 4, n_sentences: int = 20) -> Path:
+    """data-<k>.txt shards of generated sentences and vocab.txt in `folder`."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard in range(n_shards):
+        lines = [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} ."
+                 for _ in range(n_sentences)]
+        (folder / f"data-{shard}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    words = sorted({w for part in SUBJECTS + VERBS + OBJECTS for w in part.split()} | {"."})
+    (folder / "vocab.txt").write_text("\n".join(["<S>", "</S>", "<UNK>"] + words) + "\n",
+                                      encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_sharded_corpus(tmp_path_factory.mktemp("shards"))
+
+
+def script_options(folder: Path) -> Path:
+    """--options file of a tiny word-input biLM (sampled softmax: sparse
+    gradients for the embedding and the softmax)."""
+    options = {"char_cnn": None, "bidirectional": True, "dropout": 0.1,
+               "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 2,
+                        "use_skip_connections": False},
+               "all_clip_norm_val": 1.0, "unroll_steps": 10,
+               "n_negative_samples_batch": 16}
+    path = folder / "tiny.json"
+    path.write_text(json.dumps(options), encoding="utf-8")
+    return path
+
+
+def train_args(corpus: Path, save_dir: Path, n_epochs: int, checkpoint_every: int):
+    return ["--save_dir", str(save_dir), "--vocab_file", str(corpus / "vocab.txt"),
+            "--train_prefix", str(corpus / "data-*.txt"),
+            "--options", str(script_options(save_dir.parent)), "--n_gpus", "1",
+            "--batch_size", "2", "--n_epochs", str(n_epochs),
+            "--checkpoint_every", str(checkpoint_every)]
+
+
+def steps_per_epoch(corpus: Path, n_workers: int) -> int:
+    return int(count_train_tokens(str(corpus / "data-*.txt")) / (2 * 10 * n_workers))
+
+
+def latest_step(save_dir: Path) -> int:
+    ckpt = tf.train.latest_checkpoint(str(save_dir))
+    return int(ckpt.rsplit("-", 1)[1]) if ckpt else -1
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def training_text_perplexity(options: dict, ckpt_file: str, corpus: Path) -> float:
+    vocab = load_vocab(str(corpus / "vocab.txt"))
+    data = BidirectionalLMDataset(str(corpus / "data-*.txt"), vocab, test=True)
+    return test(options, ckpt_file, data, batch_size=1)
+
+
+def initial_checkpoint(options: dict, folder: Path) -> str:
+    """A checkpoint of freshly initialised training variables (global step 0)."""
+    with tf.Graph().as_default():
+        graph = training._TrainingGraph(training.validate_training_options(options), 1)
+        with tf.Session(config=tf.ConfigProto(allow_soft_placement=True)) as sess:
+            sess.run(graph.init_op)
+            return graph.saver.save(sess, str(folder / "model.ckpt"), global_step=0)
+
+
+def log_text(cluster: LocalCluster, job: str, index: int) -> str:
+    return "".join(cluster.logs.get((job, index), []))
+
+
+def single_process_names(options: dict):
+    with tf.Graph().as_default():
+        training._TrainingGraph(training.validate_training_options(options), 1)
+        return {re.sub(r":0$", "", v.name) for v in tf.global_variables()}
+
+
+# ---------------------------------------------------------------------------
+# Cluster descriptions and shards (no processes)
+# ---------------------------------------------------------------------------
+
+def test_cluster_from_flags_and_tf_config():
+    from_flags = resolve_cluster("h0:1", "h1:1,h2:1", "worker", 1, environ={})
+    assert from_flags == Cluster(("h0:1",), ("h1:1", "h2:1"), "worker", 1)
+    assert not from_flags.is_chief and from_flags.n_workers == 2
+    tf_config = {"cluster": {"ps": ["h0:1"], "worker": ["h1:1", "h2:1"]},
+                 "task": {"type": "worker", "index": 1}}
+    assert resolve_cluster(environ={"TF_CONFIG": json.dumps(tf_config)}) == from_flags
+    # a chief job is worker 0, the workers follow it
+    tf_config = {"cluster": {"ps": ["h0:1"], "chief": ["h1:1"], "worker": ["h2:1"]},
+                 "task": {"type": "worker", "index": 0}}
+    assert cluster_from_tf_config(json.dumps(tf_config)) == from_flags
+    tf_config["task"] = {"type": "chief", "index": 0}
+    assert cluster_from_tf_config(json.dumps(tf_config)).is_chief
+    assert resolve_cluster(environ={}) is None
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("", "h1:1", "worker", 0), "missing --ps_hosts"),
+    (("h0:1", "h1:1", "worker", 1), "task index 1 is out of range"),
+    (("h0:1", "h1", "worker", 0), "'h1' in the worker hosts is not host:port"),
+    (("h0:1", "h0:1", "worker", 0), "appears twice"),
+])
+def test_bad_cluster_flags(flags, message):
+    with pytest.raises(ClusterError, match=message):
+        resolve_cluster(*flags, environ={})
+
+
+def test_bad_tf_config():
+    with pytest.raises(ClusterError, match="not valid JSON"):
+        cluster_from_tf_config("{")
+    with pytest.raises(ClusterError, match="job.*evaluator"):
+        cluster_from_tf_config(json.dumps({"cluster": {"ps": ["a:1"], "evaluator": ["b:1"]},
+                                           "task": {"type": "ps", "index": 0}}))
+
+
+def test_each_worker_reads_a_disjoint_share_of_the_shards(corpus):
+    shards = sorted(str(p) for p in corpus.glob("data-*.txt"))
+    workers = [Cluster(("h:0",), ("h:1", "h:2", "h:3"), "worker", k) for k in range(3)]
+    shares = [worker_shards(str(corpus / "data-*.txt"), w) for w in workers]
+    assert shares == [shards[0::3], shards[1::3], shards[2::3]]
+    five = Cluster(("h:0",), tuple(f"h:{k}" for k in range(1, 6)), "worker", 4)
+    with pytest.raises(ValueError, match="worker 4 gets no training file"):
+        worker_shards(str(corpus / "data-*.txt"), five)
+
+    # the dataset of worker 1 of 2 only ever loads its own shards
+    options = {"bidirectional": True}
+    _, data = load_data(options, str(corpus / "vocab.txt"), str(corpus / "data-*.txt"),
+                        cluster=Cluster(("h:0",), ("h:1", "h:2"), "worker", 1))
+    loaded = []
+    for part in (data._data_forward, data._data_reverse):
+        part._load_shard = lambda name, load=part._load_shard: loaded.append(name) or \
+            load(name)
+    for _ in zip(range(30), data.iter_batches(2, 10)):  # several passes over the shards
+        pass
+    assert len(loaded) > 4 and set(loaded) == set(shards[1::2])
+
+
+# ---------------------------------------------------------------------------
+# 1 ps + 2 workers: a run, and what its checkpoint restores into
+# ---------------------------------------------------------------------------
+
+def test_cluster_run_trains_and_its_checkpoint_restores_in_one_process(corpus, tmp_path):
+    save_dir = tmp_path / "save"
+    n_steps = 25 * steps_per_epoch(corpus, 2)
+    command = [sys.executable, str(REPO_ROOT / "bin" / "launch_local_cluster.py"),
+               "--n_ps", "1", "--n_workers", "2", "--timeout", "100", "--",
+               *train_args(corpus, save_dir, n_epochs=25, checkpoint_every=50)]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV,
+                            timeout=150, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    log = result.stdout
+    assert "[worker 0] " in log and "[worker 1] " in log and "[ps 0] " in log
+    assert f"chief: training from global step 0 to {n_steps}" in log
+    # disjoint shares of the four shards
+    shares = re.findall(r"\[worker (\d)\] .*worker \d reads 2 shard\(s\): (.*)", log)
+    files = {worker: set(share.split(", ")) for worker, share in shares}
+    assert len(files) == 2 and not files["0"] & files["1"]
+
+    options, ckpt_file = load_options_latest_checkpoint(str(save_dir))
+    assert ckpt_file.endswith(f"model.ckpt-{n_steps}")
+    # the variables of single-process training, nothing of the synchronisation
+    assert {name for name, _ in tf.train.list_variables(ckpt_file)} == \
+        single_process_names(options)
+    assert not [name for name in os.listdir(save_dir) if "tmp" in name]
+
+    # the loss fell: perplexity on the training text, before and after
+    before = training_text_perplexity(options, initial_checkpoint(options, tmp_path),
+                                      corpus)
+    after = training_text_perplexity(options, ckpt_file, corpus)
+    print(f"perplexity on the training text: initial {before:.2f}, trained {after:.2f}")
+    assert after < 20.0 and after < 0.7 * before
+
+    # restart in one process (2 towers) and dump_weights from the cluster's checkpoint
+    vocab = load_vocab(str(corpus / "vocab.txt"))
+    data = BidirectionalLMDataset(str(corpus / "data-*.txt"), vocab, shuffle_on_load=True)
+    restarted = train(dict(options, n_epochs=1), data, 2, str(save_dir), str(save_dir),
+                      restart_ckpt_file=ckpt_file)
+    assert latest_step(save_dir) == n_steps + steps_per_epoch(corpus, 2)
+    assert restarted == tf.train.latest_checkpoint(str(save_dir))
+    training.dump_weights(str(save_dir), str(tmp_path / "weights.hdf5"))
+
+
+# ---------------------------------------------------------------------------
+# One synchronous step of 2 workers == one step of their towers in one process
+# ---------------------------------------------------------------------------
+
+class FixedBatches:
+    """A dataset that yields the given batches once."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def iter_batches(self, batch_size, num_steps):
+        for batch in self.batches:
+            assert batch["token_ids"].shape == (batch_size, num_steps)
+            yield dict(batch, tokens_characters=None, tokens_characters_reverse=None)
+
+
+STEP_KEYS = ("token_ids", "next_token_id", "token_ids_reverse", "next_token_id_reverse")
+
+
+def run_step_task(argv) -> None:
+    """One task of the step-equality cluster (the __main__ of this file)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("step_dir")
+    add_cluster_arguments(parser)
+    args = parser.parse_args(argv)
+    cluster = cluster_from_args(args)
+    if cluster.job_name == "ps":
+        run_parameter_server(cluster)
+    step_dir = Path(args.step_dir)
+    options = json.loads((step_dir / "options.json").read_text())
+    n_gpus = json.loads((step_dir / "towers.json").read_text())
+    batches = np.load(step_dir / "batches.npz")
+    rows = n_gpus * options["batch_size"]  # the rows of this worker's towers
+    batch = {key: batches[key][cluster.task_index * rows:(cluster.task_index + 1) * rows]
+             for key in STEP_KEYS}
+    train(options, FixedBatches([batch]), n_gpus, str(step_dir / "cluster"),
+          str(step_dir / "cluster"),
+          restart_ckpt_file=str(step_dir / "init" / "model.ckpt-0"), cluster=cluster)
+
+
+@pytest.mark.parametrize("n_ps, towers_per_worker", [(1, 1), (2, 2)])
+def test_one_synchronous_step_equals_towers_in_one_process(corpus, tmp_path, n_ps,
+                                                           towers_per_worker):
+    """2 workers of k towers make the update of one process with 2k towers."""
+    vocab = load_vocab(str(corpus / "vocab.txt"))
+    batch_size, unroll_steps, n_towers = 3, 5, 2 * towers_per_worker
+    options = {"n_tokens_vocab": vocab.size, "batch_size": batch_size,
+               "unroll_steps": unroll_steps, "n_epochs": 1,
+               "n_train_tokens": n_towers * batch_size * unroll_steps,  # one step
+               "all_clip_norm_val": 1.0, "dropout": 0.0, "sample_softmax": False,
+               "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 2},
+               "bidirectional": True}
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    (tmp_path / "towers.json").write_text(json.dumps(towers_per_worker))
+    data = BidirectionalLMDataset(str(corpus / "data-*.txt"), vocab, test=True)
+    batch = next(data.iter_batches(n_towers * batch_size, unroll_steps))
+    np.savez(tmp_path / "batches.npz", **{key: batch[key] for key in STEP_KEYS})
+    (tmp_path / "init").mkdir()
+    init_ckpt = initial_checkpoint(options, tmp_path / "init")
+
+    single = train(options, FixedBatches([batch]), n_towers, str(tmp_path / "single"),
+                   str(tmp_path / "single"), restart_ckpt_file=init_ckpt)
+    command = [sys.executable, __file__, str(tmp_path)]
+    with LocalCluster(command, n_ps=n_ps, n_workers=2, env=ENV, echo=None) as cluster:
+        cluster.start_all()
+        codes = cluster.wait_for_workers(timeout=90)
+        assert codes == {0: 0, 1: 0}, log_text(cluster, "worker", 0)[-3000:] + \
+            log_text(cluster, "worker", 1)[-3000:]
+
+    cluster_ckpt = tf.train.latest_checkpoint(str(tmp_path / "cluster"))
+    assert single.endswith("model.ckpt-1") and cluster_ckpt.endswith("model.ckpt-1")
+    single_reader = tf.train.load_checkpoint(single)
+    cluster_reader = tf.train.load_checkpoint(cluster_ckpt)
+    init_reader = tf.train.load_checkpoint(init_ckpt)
+    names = set(single_reader.get_variable_to_shape_map())
+    assert names == set(cluster_reader.get_variable_to_shape_map())
+    error, moved = 0.0, 0.0
+    for name in names - {"global_step"}:
+        value = single_reader.get_tensor(name)
+        error = max(error, float(np.max(np.abs(value - cluster_reader.get_tensor(name)))))
+        moved = max(moved, float(np.max(np.abs(value - init_reader.get_tensor(name)))))
+    assert single_reader.get_tensor("global_step") == \
+        cluster_reader.get_tensor("global_step") == 1
+    print(f"one step, {n_ps} ps + 2 workers x {towers_per_worker} tower(s) vs "
+          f"{n_towers} towers: max abs difference {error:.3g} "
+          f"(largest change of a variable in the step {moved:.3g})")
+    assert moved > 1e-3  # the step did something
+    assert error < 1e-5
+    # the embedding's sparse rows moved by the same amount
+    np.testing.assert_allclose(single_reader.get_tensor("lm/embedding"),
+                               cluster_reader.get_tensor("lm/embedding"), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Faults: kill and restart a worker, the chief, a ps task
+# ---------------------------------------------------------------------------
+
+def test_a_restarted_worker_rejoins(corpus, tmp_path):
+    save_dir = tmp_path / "save"
+    n_steps = 10 * steps_per_epoch(corpus, 2)
+    with LocalCluster(TRAIN_ELMO + train_args(corpus, save_dir, 10, 10), 1, 2, env=ENV,
+                      echo=None) as cluster:
+        cluster.start_all()
+        wait_until(lambda: latest_step(save_dir) >= 20, 60, "checkpoint 20")
+        cluster.kill("worker", 1)
+        stalled_at = latest_step(save_dir)
+        time.sleep(1.5)
+        # synchronous: without worker 1 the chief makes at most the step in flight
+        assert latest_step(save_dir) <= stalled_at + 10
+        cluster.start("worker", 1)
+        codes = cluster.wait_for_workers(timeout=60)
+        chief_log, worker_log = (log_text(cluster, "worker", 0),
+                                 log_text(cluster, "worker", 1))
+        assert codes == {0: 0, 1: 0}, chief_log[-3000:] + worker_log[-3000:]
+    rejoined = [int(step) for step in re.findall(r"joining at global step (\d+)", worker_log)]
+    assert len(rejoined) == 2 and rejoined[0] == 0 and rejoined[1] >= 20
+    assert "Restoring parameters" not in chief_log  # the chief kept going: nothing lost
+    assert latest_step(save_dir) == n_steps
+    print(f"worker 1 killed after checkpoint {stalled_at}, rejoined at global step "
+          f"{rejoined[1]}; run finished at {n_steps}")
+
+
+def test_a_restarted_chief_or_ps_resumes_from_the_last_checkpoint(corpus, tmp_path):
+    save_dir = tmp_path / "save"
+    n_steps = 12 * steps_per_epoch(corpus, 2)
+    with LocalCluster(TRAIN_ELMO + train_args(corpus, save_dir, 12, 10), 1, 2, env=ENV,
+                      echo=None) as cluster:
+        cluster.start_all()
+        restored = []
+        for task in (("worker", 0), ("ps", 0)):
+            wait_until(lambda: latest_step(save_dir) >= 20 + 40 * len(restored), 60,
+                       f"checkpoint {20 + 40 * len(restored)}")
+            cluster.kill(*task)
+            restored.append(latest_step(save_dir))
+            cluster.start(*task)
+        codes = cluster.wait_for_workers(timeout=90)
+        chief_log = log_text(cluster, "worker", 0)
+        assert codes == {0: 0, 1: 0}, chief_log[-3000:] + \
+            log_text(cluster, "worker", 1)[-3000:]
+    for step in restored:
+        assert f"Restoring parameters from {save_dir}/model.ckpt-{step}" in chief_log
+    assert f"chief: training from global step {restored[0]} to {n_steps}" in chief_log
+    assert "An error was raised. This may be due to a preemption" in chief_log
+    assert chief_log.count("the ps tasks kept the variables of a chief that ended") == 1
+    state = tf.train.get_checkpoint_state(str(save_dir))
+    assert state.model_checkpoint_path.endswith(f"model.ckpt-{n_steps}")
+    assert len(state.all_model_checkpoint_paths) <= training.MAX_CHECKPOINTS_TO_KEEP
+    for path in state.all_model_checkpoint_paths:
+        assert tf.train.checkpoint_exists(path)
+    options, ckpt_file = load_options_latest_checkpoint(str(save_dir))
+    assert int(tf.train.load_checkpoint(ckpt_file).get_tensor("global_step")) == n_steps
+    assert np.isfinite(training_text_perplexity(options, ckpt_file, corpus))
+    print(f"chief killed after checkpoint {restored[0]}, ps after {restored[1]}: "
+          f"both resumed from those checkpoints; run finished at {n_steps}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_step_task(sys.argv[1:])
