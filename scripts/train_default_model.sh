@@ -15,7 +15,7 @@ python bin/split_corpus.py --input "$work/corpus.txt" --output_dir "$work/data" 
 python bin/build_vocab.py --train_prefix "$work/data/train-*" \
     --vocab_file "$work/vocab.txt" --min_count 3
 python bin/train_elmo.py --train_prefix "$work/data/train-*" --vocab_file "$work/vocab.txt" \
-    --save_dir "$work/checkpoints" --options_file scripts/default_model_options.json \
+    --save_dir "$work/checkpoints" --options scripts/default_model_options.json \
     --n_gpus 1 --batch_size 64 --n_epochs 4
 python bin/run_test.py --test_prefix "$work/data/heldout.txt" --vocab_file "$work/vocab.txt" \
     --save_dir "$work/checkpoints" --batch_size 64
