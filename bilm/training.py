@@ -699,6 +699,15 @@ class _TrainingGraph(object):
         self.init_state_tensors = [t for m in self.models for t in m.flat_init_states()]
         self.final_state_tensors = [t for m in self.models for t in m.flat_final_states()]
 
+    def batch_feed(self, batch: dict, state_values: List[np.ndarray],
+                   batch_size: int) -> dict:
+        """Feed for one batch: the carried LSTM states, and rows
+        [k * batch_size, (k + 1) * batch_size) of the batch for tower k."""
+        feed_dict = dict(zip(self.init_state_tensors, state_values))
+        for k, model in enumerate(self.models):
+            feed_dict.update(model.feed_dict(batch, k * batch_size, (k + 1) * batch_size))
+        return feed_dict
+
     def _build_update(self, options: dict, opt: tf.train.Optimizer, lr: float,
                       grads: List[Tuple[tf.Tensor, tf.Variable]]) -> None:
         """Clipping, Adagrad (train_op) and the summaries of the update."""
@@ -821,10 +830,7 @@ def _training_loop(sess: tf.Session, graph: _TrainingGraph, options: dict, data,
     try:
         for batch_no, batch in enumerate(
                 data.iter_batches(batch_size * n_gpus, unroll_steps), start=1):
-            feed_dict = dict(zip(graph.init_state_tensors, state_values))
-            for k, model in enumerate(graph.models):
-                feed_dict.update(model.feed_dict(batch, k * batch_size,
-                                                 (k + 1) * batch_size))
+            feed_dict = graph.batch_feed(batch, state_values, batch_size)
             # summaries are only computed on the batches that write them
             fetches = {"train": graph.train_op, "perplexity": graph.train_perplexity,
                        "states": graph.final_state_tensors}
@@ -1043,10 +1049,7 @@ def _cluster_training_loop(sess, graph: _TrainingGraph, options: dict, data,
     start_time = time.time()
     try:
         for batch in data.iter_batches(batch_size * n_gpus, unroll_steps):
-            feed_dict = dict(zip(graph.init_state_tensors, state_values))
-            for k, model in enumerate(graph.models):
-                feed_dict.update(model.feed_dict(batch, k * batch_size,
-                                                 (k + 1) * batch_size))
+            feed_dict = graph.batch_feed(batch, state_values, batch_size)
             fetches = {"step": graph.train_op, "perplexity": graph.train_perplexity,
                        "states": graph.final_state_tensors}
             if cluster.is_chief:
