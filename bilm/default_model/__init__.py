@@ -3,8 +3,8 @@
 A small biLM trained by this project on WordNet 3.0's glosses and example
 sentences (1.49M training tokens), reproducible with
 `scripts/train_default_model.sh`: character input, 2 LSTM layers of 320
-units projected to 80, skip connections; heldout perplexity 143 (unigram
-baseline 743). Small enough to ship (4.4 MB); for real work use a released
+units projected to 80, skip connections, 8 epochs; heldout perplexity 108
+(unigram baseline 743). Small enough to ship (4.4 MB); for real work use a released
 ELMo model or train your own.
 """
 import os
