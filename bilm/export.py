@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from .elmo import scalar_mix
-from .layers import DTYPE, LSTMWeights, char_cnn, reverse_sequences, run_lstm
+from .layers import (DTYPE, LSTMWeights, bilm_outputs, char_cnn, reverse_sequences,
+                     run_lstm)
 from .options import (N_CHARACTERS_INFERENCE, OptionsError, load_and_validate,
                       lstm_output_dim, lstm_settings, validate_options)
 from .weights import LSTM_ROOT, WeightReader, inference_weight_shapes
@@ -177,13 +178,6 @@ def _check_character_model(options: dict, source: str) -> dict:
 # The biLM and the layer mix on tensors
 # ---------------------------------------------------------------------------
 
-def _remove_sentence_boundaries(x: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-    """[B, T, ...] -> [B, T - 2, ...] without <S> and </S>, rows left-aligned
-    (the same reversals as bilm.model, so padded positions agree too)."""
-    without_bos = reverse_sequences(x[:, 1:], lengths - 1)
-    return reverse_sequences(without_bos[:, 1:], lengths - 2)
-
-
 def bilm_layers(char_ids: tf.Tensor, weights: dict, options: dict) -> Dict[str, tf.Tensor]:
     """The stateless biLM (zero initial LSTM states) on character ids.
 
@@ -222,15 +216,8 @@ def bilm_layers(char_ids: tf.Tensor, weights: dict, options: dict) -> Dict[str, 
                 else layer_output)
             layer_input = layer_output
 
-    layers = [tf.concat([embedding, embedding], axis=2)]
-    for forward, backward in zip(lstm_outputs["forward"], lstm_outputs["backward"]):
-        layers.append(tf.concat([forward, backward], axis=-1))
-    lm_embeddings = tf.stack([_remove_sentence_boundaries(layer, lengths)
-                              for layer in layers], axis=1)
-    mask = tf.cast(_remove_sentence_boundaries(
-        tf.cast(token_mask, tf.int32)[:, :, None], lengths)[:, :, 0], tf.bool)
-    return {"lm_embeddings": lm_embeddings, "mask": mask, "lengths": lengths - 2,
-            "token_embeddings": embedding}
+    return bilm_outputs(embedding, lstm_outputs["forward"], lstm_outputs["backward"],
+                        token_mask, lengths)
 
 
 # ---------------------------------------------------------------------------

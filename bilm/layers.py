@@ -237,3 +237,38 @@ def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf
 def reverse_sequences(x: tf.Tensor, sequence_lengths: tf.Tensor) -> tf.Tensor:
     """Reverse each row of [B, T, ...] within its length (padding stays put)."""
     return tf.reverse_sequence(x, sequence_lengths, seq_axis=1, batch_axis=0)
+
+
+def remove_sentence_boundaries(x: tf.Tensor, sequence_lengths: tf.Tensor) -> tf.Tensor:
+    """Drop <S> and </S> of each row of [B, T, ...] -> [B, T - 2, ...].
+
+    Rows stay left-aligned: reverse within length-1 after dropping <S>, drop
+    the first (now </S>), reverse back within length-2.
+    """
+    without_bos = reverse_sequences(x[:, 1:], sequence_lengths - 1)
+    return reverse_sequences(without_bos[:, 1:], sequence_lengths - 2)
+
+
+def bilm_outputs(token_embeddings: tf.Tensor, forward_outputs: Sequence[tf.Tensor],
+                 backward_outputs: Sequence[tf.Tensor], token_mask: tf.Tensor,
+                 sequence_lengths: tf.Tensor) -> dict:
+    """The biLM's output ops from its layers (all with <S> and </S>).
+
+    Args:
+      token_embeddings: [B, T, proj]; forward_outputs, backward_outputs: one
+        [B, T, out_dim] per LSTM layer, in input order; token_mask: bool
+        [B, T]; sequence_lengths: int32 [B], tokens including <S> and </S>.
+    Returns:
+      {'lm_embeddings' [B, n_layers + 1, T - 2, 2 * proj] (layer 0 is the
+      token embedding twice), 'lengths' [B], 'mask' bool [B, T - 2],
+      'token_embeddings' [B, T, proj]}.
+    """
+    layers = [tf.concat([token_embeddings, token_embeddings], axis=2)]
+    for forward, backward in zip(forward_outputs, backward_outputs):
+        layers.append(tf.concat([forward, backward], axis=-1))
+    lm_embeddings = tf.stack(
+        [remove_sentence_boundaries(layer, sequence_lengths) for layer in layers], axis=1)
+    mask = tf.cast(remove_sentence_boundaries(
+        tf.cast(token_mask, tf.int32)[:, :, None], sequence_lengths)[:, :, 0], tf.bool)
+    return {"lm_embeddings": lm_embeddings, "lengths": sequence_lengths - 2,
+            "token_embeddings": token_embeddings, "mask": mask}

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from .data import Batcher, UnicodeCharsVocabulary
-from .layers import (DTYPE, char_cnn, create_char_cnn_weights, create_lstm_weights,
-                     reverse_sequences, run_lstm)
+from .layers import (DTYPE, bilm_outputs, char_cnn, create_char_cnn_weights,
+                     create_lstm_weights, reverse_sequences, run_lstm)
 from .options import (N_CHARACTERS_INFERENCE, load_and_validate, lstm_output_dim,
                       lstm_settings)
 from .weights import WeightReader, inference_variable_to_hdf5
@@ -100,34 +100,12 @@ class BidirectionalLanguageModel:
         return ops
 
 
-def _remove_sentence_boundaries(x: tf.Tensor, sequence_lengths: tf.Tensor) -> tf.Tensor:
-    """Drop <S> and </S> of each row of [B, T, ...] -> [B, T - 2, ...].
-
-    Rows stay left-aligned: reverse within length-1 after dropping <S>, drop
-    the first (now </S>), reverse back within length-2.
-    """
-    without_bos = reverse_sequences(x[:, 1:], sequence_lengths - 1)
-    return reverse_sequences(without_bos[:, 1:], sequence_lengths - 2)
-
-
 def _build_ops(lm_graph: "BidirectionalLanguageModelGraph") -> Dict[str, tf.Tensor]:
+    # every output waits for the LSTM states to be written back
     with tf.control_dependencies([lm_graph.update_state_op]):
-        token_embeddings = lm_graph.embedding
-        layers = [tf.concat([token_embeddings, token_embeddings], axis=2)]
-        for forward, backward in zip(lm_graph.lstm_outputs["forward"],
-                                     lm_graph.lstm_outputs["backward"]):
-            layers.append(tf.concat([forward, backward], axis=-1))
-        lengths = lm_graph.sequence_lengths
-        lm_embeddings = tf.stack(
-            [_remove_sentence_boundaries(layer, lengths) for layer in layers], axis=1)
-        mask = tf.cast(_remove_sentence_boundaries(
-            tf.cast(lm_graph.mask, tf.int32)[:, :, None], lengths)[:, :, 0], tf.bool)
-        return {
-            "lm_embeddings": lm_embeddings,
-            "lengths": lengths - 2,
-            "token_embeddings": lm_graph.embedding,
-            "mask": mask,
-        }
+        return bilm_outputs(lm_graph.embedding, lm_graph.lstm_outputs["forward"],
+                            lm_graph.lstm_outputs["backward"], lm_graph.mask,
+                            lm_graph.sequence_lengths)
 
 
 class BidirectionalLanguageModelGraph:
