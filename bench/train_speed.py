@@ -139,22 +139,22 @@ def write_corpus(workdir: str, n_tokens: int, seed: int = 0, zipf: float = 1.1) 
 
 STAGES = (  # (stage, substrings of an op's name), first match wins
     ("optimizer", ("Adagrad", "clip_by_global_norm", "global_norm", "average_gradients")),
-    ("softmax", ("softmax", "sampled_softmax_loss", "log_uniform", "Log_Uniform")),
-    ("LSTMs", ("RNN_", "/rnn/", "lstm")),
-    ("highway", ("CNN_high",)),
-    ("projection", ("CNN_proj",)),
-    ("char CNN", ("CNN", "char_embed", "char_cnn")),
+    ("softmax", ("softmax", "log_uniform", "Log_Uniform")),
+    ("LSTMs", ("RNN_", "/rnn/", "lstm", "dropout")),
+    ("highway", ("CNN_high", "highway")),
+    ("projection", ("CNN_proj", "token_projection")),
+    ("char CNN", ("CNN", "char_embed", "char_cnn", "distinct_tokens", "embedding_lookup")),
 )
 
 
 def _stage(node_name: str) -> str:
-    direction = "backward" if node_name.startswith("gradients") else "forward"
+    direction = "backward" if "gradients/" in node_name else "forward"
     for stage, needles in STAGES:
         if any(needle in node_name for needle in needles):
             if stage == "optimizer":
                 return stage
             return f"{stage} {direction}"
-    return "other"
+    return "other " + direction
 
 
 def _build_original_step(bilm_training, options: dict):
@@ -255,6 +255,8 @@ def _op_time_by_stage(metadata) -> dict:
                 continue
             stage = _stage(node.node_name)
             totals[stage] = totals.get(stage, 0.0) + node.all_end_rel_micros / 1e6
+            if stage.startswith("other") and os.environ.get("BILM_BENCH_SHOW_OTHER"):
+                print(node.node_name, node.all_end_rel_micros, file=sys.stderr)
     return totals
 
 

@@ -19,7 +19,8 @@ import tensorflow.compat.v1 as tf
 
 from .data import Batcher, UnicodeCharsVocabulary
 from .layers import (DTYPE, bilm_outputs, char_cnn, create_char_cnn_weights,
-                     create_lstm_weights, reverse_sequences, run_lstm)
+                     create_lstm_weights, distinct_token_embeddings, reverse_sequences,
+                     run_lstm)
 from .options import (N_CHARACTERS_INFERENCE, load_and_validate, lstm_output_dim,
                       lstm_settings)
 from .weights import WeightReader, inference_variable_to_hdf5
@@ -149,7 +150,12 @@ class BidirectionalLanguageModelGraph:
         if self.use_character_inputs:
             cnn_options = self.options["char_cnn"]
             weights = create_char_cnn_weights(cnn_options, projection_dim)
-            self.embedding = char_cnn(self.ids_placeholder, weights, cnn_options)
+            if self.stateless:
+                # batches of many sentences repeat tokens: embed each once
+                self.embedding, = distinct_token_embeddings([self.ids_placeholder], weights,
+                                                            cnn_options)
+            else:
+                self.embedding = char_cnn(self.ids_placeholder, weights, cnn_options)
             self.mask = tf.reduce_any(self.ids_placeholder > 0, axis=2)
         else:
             self.embedding_weights = tf.get_variable(

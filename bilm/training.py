@@ -45,7 +45,8 @@ from .cluster import (STOP_TOKEN, Cluster, SessionCreator, SyncReplicas, session
                       start_server, worker_shards)
 from .data import (BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary,
                    Vocabulary)
-from .layers import DTYPE, char_cnn, create_char_cnn_weights, create_lstm_weights, run_lstm
+from .layers import (DTYPE, create_char_cnn_weights, create_lstm_weights,
+                     distinct_token_embeddings, run_lstm_fixed_steps)
 from .options import (N_CHARACTERS_INFERENCE, N_CHARACTERS_TRAINING, OptionsError,
                       _get, load_options, lstm_output_dim, lstm_settings,
                       validate_options)
@@ -213,11 +214,9 @@ class LanguageModel(object):
         weights = create_char_cnn_weights(cnn_options, projection_dim)
         self.embedding_weights = weights["char_embed"]
         shape = [self.options["batch_size"], self.options["unroll_steps"], projection_dim]
-        embeddings = []
-        for char_ids in ids:
-            embedding = char_cnn(char_ids, weights, cnn_options)
+        embeddings = distinct_token_embeddings(ids, weights, cnn_options)
+        for embedding in embeddings:
             embedding.set_shape(shape)
-            embeddings.append(embedding)
         return embeddings
 
     def _build(self) -> None:
@@ -267,8 +266,8 @@ class LanguageModel(object):
                     with _scope(f"cell_{layer}" if n_layers > 1 else None):
                         weights = create_lstm_weights(
                             int(cell_input.shape[-1]), lstm_dim, projection_dim)
-                    layer_output, final_state = run_lstm(
-                        cell_input, weights, init_state, sequence_lengths=None,
+                    layer_output, final_state = run_lstm_fixed_steps(
+                        cell_input, weights, init_state,
                         cell_clip=settings["cell_clip"], proj_clip=settings["proj_clip"],
                         residual=settings["use_skip_connections"] and layer > 0)
                     layer_output.set_shape([batch_size, self.options["unroll_steps"],
