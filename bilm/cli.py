@@ -19,6 +19,7 @@ Subcommands are registered in `_build_parser`; add one with a
 `_add_<name>_parser` function and a handler.
 """
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -105,8 +106,8 @@ def _build_parser() -> argparse.ArgumentParser:
 VERBOSE_HELP = ("show TensorFlow's start-up messages and bilm's log (hidden by "
                 "default)")
 MODEL_HELP = (f"a released ELMo model: {', '.join(hub.RELEASES)}; downloaded once "
-              f"into ${hub.CACHE_ENV} (default ~/.cache/bilm), from ${hub.BASE_URL_ENV} "
-              "if set")
+              f"into ${hub.CACHE_ENV} (default ~/.cache/bilm); ${hub.BASE_URL_ENV} "
+              "names a mirror")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -145,7 +146,7 @@ def _load_tensorflow(args: argparse.Namespace) -> None:
     """
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-        import tensorflow  # noqa: F401
+        importlib.import_module("tensorflow")
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     if "tensorflow" not in sys.modules:
@@ -155,7 +156,7 @@ def _load_tensorflow(args: argparse.Namespace) -> None:
             with tempfile.TemporaryFile() as capture:
                 os.dup2(capture.fileno(), 2)
                 try:
-                    import tensorflow  # noqa: F401
+                    importlib.import_module("tensorflow")
                 except BaseException:
                     os.dup2(saved_stderr, 2)
                     capture.seek(0)

@@ -202,16 +202,16 @@ def _cached_download(url: str, directory: str, progress: bool,
     try:
         _download(url, part, progress)
     except DownloadError as err:
-        _remove(part)
+        _remove(part, directory)
         raise DownloadError(f"cannot download {url}: {err}; {by_hand}") from None
     except OSError as err:
-        _remove(part)
+        _remove(part, directory)
         raise DownloadError(f"cannot write {part}: {err}") from None
     if check is not None:
         try:
             check(part)
         except (ValueError, OSError, InvalidNumberOfCharacters) as err:
-            _remove(part)
+            _remove(part, directory)
             reason = str(err).replace(f"{part}: ", "")  # the URL names the file
             raise DownloadError(f"{url} is not a usable model file ({reason}); "
                                 "nothing was kept in the cache") from None
@@ -219,11 +219,17 @@ def _cached_download(url: str, directory: str, progress: bool,
     return target
 
 
-def _remove(path: str) -> None:
+def _remove(path: str, directory: Optional[str] = None) -> None:
+    """Remove `path` if it exists, then `directory` if that is left empty."""
     try:
         os.remove(path)
     except FileNotFoundError:
         pass
+    if directory is not None:
+        try:
+            os.rmdir(directory)
+        except OSError:  # not empty: the model's other file is there
+            pass
 
 
 class _BrokenTransfer(Exception):
@@ -313,7 +319,7 @@ def _copy_body(response, fout, offset: int, total: Optional[int],
 
 
 class _Progress:
-    """'<file>  12.3/54.4 MB  23%  8.1 MB/s  ETA 0:00:05' on stderr: redrawn in
+    """'12.3 MB of 54.4 MB  23%  8.1 MB/s  ETA 0:00:05' on stderr: redrawn in
     place on a terminal, a line every 10 s otherwise (a log, a pipe)."""
 
     def __init__(self, url: str, stream: Optional[TextIO] = None):
@@ -343,11 +349,10 @@ class _Progress:
     def _show(self, done: int, now: float, final: bool) -> None:
         elapsed = max(now - self._start, 1e-9)
         rate = (done - (self._first_byte or 0)) / elapsed
-        parts = [f"{done / 1e6:,.1f}" + (f"/{self._total / 1e6:,.1f}" if self._total else "")
-                 + " MB"]
+        parts = [_size(done) + (f" of {_size(self._total)}" if self._total else "")]
         if self._total:
             parts.append(f"{100.0 * done / self._total:.0f}%")
-        parts.append(f"{rate / 1e6:,.1f} MB/s")
+        parts.append(f"{_size(rate)}/s")
         if self._total and rate > 0 and not final:
             parts.append(f"ETA {_clock((self._total - done) / rate)}")
         else:
@@ -358,6 +363,13 @@ class _Progress:
     def _write(self, text: str) -> None:
         self._stream.write(text)
         self._stream.flush()
+
+
+def _size(n_bytes: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes:.0f} B"
 
 
 def _clock(seconds: float) -> str:
