@@ -199,31 +199,39 @@ def lstm_cell_update(input_gates: tf.Tensor, c_prev: tf.Tensor, h_prev: tf.Tenso
 
 
 class _CellStep(NamedTuple):
-    """One step's values, kept by the fixed-steps runner for its gradient."""
-    gates: tf.Tensor        # [B, 4*dim], pre-activation i, j, f, o
-    c_unclipped: tf.Tensor  # [B, dim]
-    c: tf.Tensor            # [B, dim]
-    m: tf.Tensor            # [B, dim], the cell output before the projection
-    h_unclipped: tf.Tensor  # [B, out_dim]
-    h: tf.Tensor            # [B, out_dim]
+    """One step's values; the fixed-steps runner keeps them for its gradient.
+    All [B, dim] except h_unclipped and h [B, out_dim]."""
+    sig_i: tf.Tensor
+    tanh_j: tf.Tensor
+    sig_f: tf.Tensor
+    sig_o: tf.Tensor
+    c_unclipped: tf.Tensor
+    c: tf.Tensor
+    tanh_c: tf.Tensor
+    m: tf.Tensor            # the cell output before the projection
+    h_unclipped: tf.Tensor
+    h: tf.Tensor
 
 
 def _cell_from_gates(gates: tf.Tensor, c_prev: tf.Tensor, projection: Optional[tf.Tensor],
                      cell_clip: Optional[float], proj_clip: Optional[float]) -> _CellStep:
     """The TF1 LSTMCell's arithmetic after the gate product (order i, j, f, o)."""
     i, j, f, o = tf.split(gates, 4, axis=1)
-    c_unclipped = tf.sigmoid(f + FORGET_BIAS) * c_prev + tf.sigmoid(i) * tf.tanh(j)
+    sig_i, tanh_j = tf.sigmoid(i), tf.tanh(j)
+    sig_f, sig_o = tf.sigmoid(f + FORGET_BIAS), tf.sigmoid(o)
+    c_unclipped = sig_f * c_prev + sig_i * tanh_j
     c = c_unclipped
     if cell_clip is not None:
         c = tf.clip_by_value(c_unclipped, -cell_clip, cell_clip)
-    m = tf.sigmoid(o) * tf.tanh(c)
+    tanh_c = tf.tanh(c)
+    m = sig_o * tanh_c
     h_unclipped = h = m
     if projection is not None:
         h_unclipped = h = tf.matmul(m, projection)
         # TF1 LSTMCell clips the projection only: no projection, no clip
         if proj_clip is not None:
             h = tf.clip_by_value(h_unclipped, -proj_clip, proj_clip)
-    return _CellStep(gates, c_unclipped, c, m, h_unclipped, h)
+    return _CellStep(sig_i, tanh_j, sig_f, sig_o, c_unclipped, c, tanh_c, m, h_unclipped, h)
 
 
 def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf.Tensor],
@@ -392,10 +400,8 @@ def _fixed_steps_gradient(steps: Sequence[_CellStep], c0, h0, recurrent_kernel, 
             dm = tf.matmul(dh, projection, transpose_b=True)
         else:
             dm = dh
-        i, j, f, o = tf.split(step.gates, 4, axis=1)
-        sig_i, tanh_j = tf.sigmoid(i), tf.tanh(j)
-        sig_f, sig_o = tf.sigmoid(f + FORGET_BIAS), tf.sigmoid(o)
-        tanh_c = tf.tanh(step.c)
+        sig_i, tanh_j, sig_f, sig_o = step.sig_i, step.tanh_j, step.sig_f, step.sig_o
+        tanh_c = step.tanh_c
         dc = dc_next + dm * sig_o * (1.0 - tanh_c * tanh_c)
         if cell_clip is not None:
             dc = tf.where_v2(tf.abs(step.c_unclipped) <= cell_clip, dc, 0.0)
