@@ -41,7 +41,8 @@ import tensorflow.compat.v1 as tf
 
 from .data import Batcher, TokenBatcher, iter_tokenized_lines
 from .hub import RELEASES, resolve_model
-from .model import BidirectionalLanguageModel, _atomic_output
+from .files import atomic_output
+from .inference import BidirectionalLanguageModel
 from .options import N_CHARACTERS_INFERENCE, load_and_validate, lstm_settings
 
 logger = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ class Embedder:
         _check_batch_size(batch_size)
         window = max(WRITE_WINDOW_LINES, SORT_WINDOW_BATCHES * batch_size)
         n_sentences = n_tokens = 0
-        with _atomic_output(outfile) as tmp_file, h5py.File(tmp_file, "w") as fout:
+        with atomic_output(outfile) as tmp_file, h5py.File(tmp_file, "w") as fout:
             for index, vectors, end_of_batch in self._embed_stream(
                     iter_tokenized_lines(path), layers, gamma, batch_size, window):
                 fout.create_dataset(str(index), vectors.shape, dtype="float32",

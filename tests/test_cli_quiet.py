@@ -43,4 +43,4 @@ def test_quiet_unless_verbose(tmp_path):
     # --verbose shows bilm's log (and whatever TensorFlow prints on this machine)
     stdout, stderr, returncode = verbose
     assert returncode == 0, stderr
-    assert "bilm.model: using skip connections" in stderr.splitlines()
+    assert "bilm.inference: using skip connections" in stderr.splitlines()

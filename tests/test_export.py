@@ -12,10 +12,9 @@ import tensorflow as tf
 
 from bilm import Batcher, BidirectionalLanguageModel, weight_layers
 from bilm.default_model import OPTIONS_FILE, VOCAB_FILE, WEIGHT_FILE
-from bilm.cli import _build_parser
+from bilm.cli import _build_parser, main
 from bundled import PROJ
-from bilm.export import (ElmoModule, directory_size, main,
-                         tokens_to_char_ids)
+from bilm.export import ElmoModule, directory_size, tokens_to_char_ids
 
 MAX_CHARS = 50
 N_LAYERS = 2
@@ -64,9 +63,9 @@ def graph_reference():
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    """The bundled model exported through the `python -m bilm.export` entry point."""
+    """The bundled model exported through the `bilm export` command."""
     path = tmp_path_factory.mktemp("export") / "elmo"
-    assert main(["--options", OPTIONS_FILE, "--weights", WEIGHT_FILE, str(path)]) == 0
+    assert main(["export", "--options", OPTIONS_FILE, "--weights", WEIGHT_FILE, str(path)]) == 0
     print(f"export size of the bundled model: {directory_size(str(path)) / 1e6:.2f} MB")
     return path
 
@@ -193,8 +192,8 @@ def test_command_line(tmp_path):
     assert callable(args.handler)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "file").write_text("x")
-    assert main(["--options", OPTIONS_FILE, "--weights", WEIGHT_FILE,
+    assert main(["export", "--options", OPTIONS_FILE, "--weights", WEIGHT_FILE,
                  str(tmp_path / "full")]) == 1
-    assert main(["--options", OPTIONS_FILE, "--weights", str(tmp_path / "missing.hdf5"),
-                 str(tmp_path / "out")]) == 1
+    assert main(["export", "--options", OPTIONS_FILE,
+                 "--weights", str(tmp_path / "missing.hdf5"), str(tmp_path / "out")]) == 1
     assert not (tmp_path / "out").exists()
