@@ -26,8 +26,25 @@ A cluster is given by flags (--ps_hosts, --worker_hosts, --job_name,
 
 A "chief" job of one task in TF_CONFIG becomes worker 0 (the other workers
 follow it), so both conventions describe the same cluster.
+
+Data: with at least as many files as workers each worker reads its own
+files; with fewer, every worker reads every file and keeps every
+n_workers-th line (`worker_shards`).
+
+Waiting and ending (`ClusterRun`): while a task waits for others (the chief
+for a step's gradients, a worker for the chief's update, either for its
+session) a thread logs every `wait_log_every` seconds whom it waits for, by
+task index and address, and whether that task's server answers at all. The
+chief gives up after `worker_timeout` seconds (default: never) with
+WorkerTimeoutError. A worker whose data runs out keeps pushing empty
+gradients (counted as none in the average) so that the others go on. When
+the chief ends the run (last step, its data ran out, timeout, Ctrl-C) it
+stops the workers, waits until each has finished or is gone, then sends
+every ps task the end-of-run signal: every process exits on its own.
 """
 import argparse
+import contextlib
+import dataclasses
 import glob
 import json
 import logging
@@ -38,7 +55,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow.compat.v1 as tf
 
@@ -47,21 +64,49 @@ logger = logging.getLogger(__name__)
 TF_CONFIG = "TF_CONFIG"
 # Token a non-chief worker receives when the chief has reached the last step.
 STOP_TOKEN = -1
+# Values of the per-worker progress table on the ps (else: the global step of
+# the worker's last pushed gradients).
+NOTHING_PUSHED = -1
+FINISHED = -2
+# Default seconds between two "waiting for ..." log lines (--wait_log_every).
+WAIT_LOG_EVERY = 30.0
+# How long an ending chief waits for the workers to finish before it ends the
+# ps tasks anyway, and the deadline of each end-of-run signal it sends.
+END_WAIT_SECS = 60.0
+SIGNAL_TIMEOUT_SECS = 10.0
+# Exit status of a chief stopped by --worker_timeout (bin/train_elmo.py,
+# bin/restart.py), so that a supervisor can tell it from a crash.
+EXIT_WORKER_TIMEOUT = 3
 
 
 class ClusterError(ValueError):
     """The cluster description (flags or TF_CONFIG) is incomplete or invalid."""
 
 
+class WorkerTimeoutError(RuntimeError):
+    """The chief waited longer than `worker_timeout` for the workers."""
+
+
 @dataclass(frozen=True)
 class Cluster:
-    """One process's view of the cluster: every host, and which task it is."""
+    """One process's view of the cluster: every host, which task it is, and
+    how it waits for the others (`wait_log_every` seconds between log
+    lines; the chief stops after `worker_timeout` seconds without a step's
+    gradients, None: never)."""
     ps_hosts: Tuple[str, ...]
     worker_hosts: Tuple[str, ...]
     job_name: str
     task_index: int
+    worker_timeout: Optional[float] = None
+    wait_log_every: float = WAIT_LOG_EVERY
 
     def __post_init__(self):
+        if self.worker_timeout is not None and not self.worker_timeout > 0:
+            raise ClusterError(f"--worker_timeout must be a positive number of seconds, "
+                               f"got {self.worker_timeout}")
+        if not self.wait_log_every > 0:
+            raise ClusterError(f"--wait_log_every must be a positive number of seconds, "
+                               f"got {self.wait_log_every}")
         for job, hosts in (("ps", self.ps_hosts), ("worker", self.worker_hosts)):
             if not hosts:
                 raise ClusterError(f"the cluster has no '{job}' task: give at least "
@@ -97,6 +142,11 @@ class Cluster:
     @property
     def worker_device(self) -> str:
         return f"/job:worker/task:{self.task_index}"
+
+    @property
+    def name(self) -> str:
+        """How this task's log lines name it: "chief", "worker 2", "ps 0"."""
+        return "chief" if self.is_chief else f"{self.job_name} {self.task_index}"
 
     def __str__(self) -> str:
         return (f"{self.job_name} {self.task_index} of a cluster of "
@@ -161,19 +211,26 @@ def cluster_from_tf_config(tf_config: str) -> Cluster:
 
 def resolve_cluster(ps_hosts: Optional[str] = None, worker_hosts: Optional[str] = None,
                     job_name: Optional[str] = None, task_index: int = 0,
-                    environ: Optional[Mapping[str, str]] = None) -> Optional[Cluster]:
+                    environ: Optional[Mapping[str, str]] = None,
+                    worker_timeout: Optional[float] = None,
+                    wait_log_every: float = WAIT_LOG_EVERY) -> Optional[Cluster]:
     """The cluster of the flags if any is given, else of TF_CONFIG, else None
-    (single-process training)."""
+    (single-process training), with the given waiting policy."""
     if ps_hosts or worker_hosts or job_name:
-        return cluster_from_flags(ps_hosts, worker_hosts, job_name, task_index)
-    tf_config = (os.environ if environ is None else environ).get(TF_CONFIG, "").strip()
-    if not tf_config:
-        return None
-    try:
-        has_cluster = bool(json.loads(tf_config).get("cluster"))
-    except (json.JSONDecodeError, AttributeError):
-        has_cluster = True  # let cluster_from_tf_config say what is wrong
-    return cluster_from_tf_config(tf_config) if has_cluster else None
+        cluster = cluster_from_flags(ps_hosts, worker_hosts, job_name, task_index)
+    else:
+        tf_config = (os.environ if environ is None else environ).get(TF_CONFIG, "").strip()
+        if not tf_config:
+            return None
+        try:
+            has_cluster = bool(json.loads(tf_config).get("cluster"))
+        except (json.JSONDecodeError, AttributeError):
+            has_cluster = True  # let cluster_from_tf_config say what is wrong
+        if not has_cluster:
+            return None
+        cluster = cluster_from_tf_config(tf_config)
+    return dataclasses.replace(cluster, worker_timeout=worker_timeout,
+                               wait_log_every=wait_log_every)
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -187,10 +244,19 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--job_name", choices=["ps", "worker"], help="This task's job")
     group.add_argument("--task_index", type=int, default=0,
                        help="This task's index in its job")
+    group.add_argument("--worker_timeout", type=float, metavar="SECONDS",
+                       help="Chief: stop the run (exit status "
+                       f"{EXIT_WORKER_TIMEOUT}) when a step's gradients have not all "
+                       "arrived after this long (default: wait forever)")
+    group.add_argument("--wait_log_every", type=float, default=WAIT_LOG_EVERY,
+                       metavar="SECONDS", help="Seconds between the log lines naming "
+                       f"the tasks a task waits for ({WAIT_LOG_EVERY:g})")
 
 
 def cluster_from_args(args: argparse.Namespace) -> Optional[Cluster]:
-    return resolve_cluster(args.ps_hosts, args.worker_hosts, args.job_name, args.task_index)
+    return resolve_cluster(args.ps_hosts, args.worker_hosts, args.job_name, args.task_index,
+                           worker_timeout=getattr(args, "worker_timeout", None),
+                           wait_log_every=getattr(args, "wait_log_every", WAIT_LOG_EVERY))
 
 
 def session_config(cluster: Cluster) -> tf.ConfigProto:
@@ -211,26 +277,121 @@ def start_server(cluster: Cluster) -> tf.distribute.Server:
                                 config=session_config(cluster), start=True)
 
 
+def _end_of_run_signal(ps_index: int, send: bool) -> tf.Operation:
+    """Send (chief) or wait for (the ps task itself) the end-of-run signal
+    of ps task `ps_index`: a queue on that task, shared by name."""
+    with tf.device(f"/job:ps/task:{ps_index}"):
+        queue = tf.FIFOQueue(-1, tf.int64, shapes=[[]], name=f"end_of_run_{ps_index}",
+                             shared_name=f"end_of_run_{ps_index}")
+        return queue.enqueue(tf.constant(0, tf.int64)) if send else queue.dequeue().op
+
+
 def run_parameter_server(cluster: Cluster) -> None:
-    """Serve the variables until the process is ended (never returns)."""
-    start_server(cluster).join()
+    """Serve the variables until the chief sends the end-of-run signal.
+
+    A ps task that was restarted after the chief ended never gets it: end
+    it yourself."""
+    server = start_server(cluster)
+    own_device = f"/job:ps/task:{cluster.task_index}"
+    with tf.Graph().as_default():
+        end_of_run = _end_of_run_signal(cluster.task_index, send=False)
+        config = tf.ConfigProto(device_filters=[own_device])
+        with tf.Session(server.target, config=config) as sess:
+            logger.info("%s: serving the variables until the chief ends the run",
+                        cluster.name)
+            sess.run(end_of_run)
+    logger.info("%s: the chief ended the run; exiting", cluster.name)
 
 
-def worker_shards(filepattern: str, cluster: Optional[Cluster]) -> List[str]:
-    """This worker's training files: shards[task_index::n_workers] of the
-    sorted glob (all of them without a cluster)."""
+@dataclass(frozen=True)
+class DataShare:
+    """One worker's training data: `files`, of which, with `line_shard`
+    (index, count), only lines index, index + count, ... of each."""
+    files: Tuple[str, ...]
+    line_shard: Optional[Tuple[int, int]] = None
+
+
+def worker_shards(filepattern: str, cluster: Optional[Cluster]) -> DataShare:
+    """This worker's training data, from the sorted glob `filepattern`.
+
+    At least as many files as workers: files[task_index::n_workers], whole.
+    Fewer: every file, keeping lines task_index, task_index + n_workers, ...
+    (the fallback of tf.data's auto-sharding), so one file serves any number
+    of workers. Without a cluster: every file, whole. Logs the policy used.
+    """
     shards = sorted(glob.glob(filepattern))
     if not shards:
         raise ValueError(f"no training file matches the pattern {filepattern!r}")
     if cluster is None:
-        return shards
-    mine = shards[cluster.task_index::cluster.n_workers]
-    if not mine:
-        raise ValueError(f"worker {cluster.task_index} gets no training file: "
-                         f"{filepattern!r} matches {len(shards)} file(s) for "
-                         f"{cluster.n_workers} workers; split the data into at least "
-                         "as many shards as workers (bin/split_corpus.py)")
-    return mine
+        return DataShare(tuple(shards))
+    n_workers, index = cluster.n_workers, cluster.task_index
+    if len(shards) >= n_workers:
+        share = DataShare(tuple(shards[index::n_workers]))
+        logger.info("data split by file (%d files, %d workers): worker %d reads %d "
+                    "file(s): %s", len(shards), n_workers, index, len(share.files),
+                    ", ".join(share.files))
+    else:
+        share = DataShare(tuple(shards), (index, n_workers))
+        logger.info("data split by line (%d file(s) < %d workers): worker %d reads "
+                    "lines %d, %d, %d, ... of every file: %s", len(shards), n_workers,
+                    index, index, index + n_workers, index + 2 * n_workers,
+                    ", ".join(shards))
+    return share
+
+
+def is_reachable(host: str, timeout: float = 1.0) -> bool:
+    """Whether a server listens at host:port (a TCP connection succeeds): a
+    task whose server does not answer has not started yet, or has ended."""
+    name, _, port = host.rpartition(":")
+    try:
+        with socket.create_connection((name, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+class _Watch(object):
+    """Logs, from a daemon thread, while the main thread is inside
+    `waiting(describe)` for longer than `every` seconds, then every `every`
+    seconds: "<who>: waiting <s> s for <describe()>"."""
+
+    def __init__(self, who: str, every: float):
+        self._who, self._every = who, every
+        self._lock = threading.Lock()
+        self._current: Optional[list] = None  # [describe, started, last logged]
+        self._thread: Optional[threading.Thread] = None
+
+    @contextlib.contextmanager
+    def waiting(self, describe: Callable[[], str]):
+        now = time.monotonic()
+        with self._lock:
+            self._current = [describe, now, now]
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name="bilm-cluster-watch")
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._current = None
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(min(self._every / 4, 1.0))
+            with self._lock:
+                current = self._current
+                now = time.monotonic()
+                if current is None or now - current[2] < self._every:
+                    continue
+                current[2] = now
+            describe, started = current[0], current[1]
+            try:
+                what = describe()
+            except Exception as err:  # the log line must not kill the watch
+                what = f"other tasks (could not ask the ps: {err})"
+            logger.warning("%s: waiting %.0f s for %s", self._who,
+                           time.monotonic() - started, what)
 
 
 class SessionCreator(tf.train.SessionCreator):
@@ -245,10 +406,13 @@ class SessionCreator(tf.train.SessionCreator):
 
     def __init__(self, scaffold: tf.train.Scaffold, master: str, config: tf.ConfigProto,
                  is_chief: bool, checkpoint_dir: Optional[str],
-                 poll_secs: float = 1.0, max_wait_secs: float = 2 * 3600):
+                 poll_secs: float = 1.0, max_wait_secs: float = 2 * 3600,
+                 waiting: Optional[Callable[[], object]] = None):
         self._scaffold, self._master, self._config = scaffold, master, config
         self._is_chief, self._checkpoint_dir = is_chief, checkpoint_dir
         self._poll_secs, self._max_wait_secs = poll_secs, max_wait_secs
+        # a context manager around the wait (ClusterRun logs what it waits for)
+        self._waiting = waiting or contextlib.nullcontext
 
     def create_session(self) -> tf.Session:
         self._scaffold.finalize()
@@ -257,13 +421,14 @@ class SessionCreator(tf.train.SessionCreator):
             ready_op=self._scaffold.ready_op,
             ready_for_local_init_op=self._scaffold.ready_for_local_init_op,
             graph=tf.get_default_graph(), recovery_wait_secs=self._poll_secs)
-        if self._is_chief:
-            return manager.prepare_session(
-                self._master, saver=self._scaffold.saver,
-                checkpoint_dir=self._checkpoint_dir, config=self._config,
-                init_op=self._scaffold.init_op)
-        return manager.wait_for_session(self._master, config=self._config,
-                                        max_wait_secs=self._max_wait_secs)
+        with self._waiting():
+            if self._is_chief:
+                return manager.prepare_session(
+                    self._master, saver=self._scaffold.saver,
+                    checkpoint_dir=self._checkpoint_dir, config=self._config,
+                    init_op=self._scaffold.init_op)
+            return manager.wait_for_session(self._master, config=self._config,
+                                            max_wait_secs=self._max_wait_secs)
 
 
 # ---------------------------------------------------------------------------
@@ -279,6 +444,13 @@ def _sorted_unique_slices(grad: tf.IndexedSlices) -> tf.IndexedSlices:
     order = tf.argsort(unique_indices)
     return tf.IndexedSlices(tf.gather(summed, order), tf.gather(unique_indices, order),
                             grad.dense_shape)
+
+
+def _empty_slices(variable: tf.Variable, dtype: tf.DType) -> tf.IndexedSlices:
+    """A sparse gradient of `variable` with no rows (values [0, ...])."""
+    shape = variable.shape.as_list()
+    return tf.IndexedSlices(tf.zeros([0] + shape[1:], dtype), tf.zeros([0], tf.int64),
+                            tf.constant(shape, tf.int64))
 
 
 class SyncReplicas(object):
@@ -307,6 +479,15 @@ class SyncReplicas(object):
         chief had taken waits for a token that would never come; a worker
         that was not waiting pushes one extra gradient (the next update
         then averages over n_workers + 1 gradients).
+      worker_steps: chief only: int64 [n_workers]: per worker, the global
+        step of its last pushed gradients, NOTHING_PUSHED or FINISHED
+        (worker 0, the chief, is never recorded).
+      end_ops: chief only: one op per ps task sending it the end-of-run
+        signal (`run_parameter_server` then returns).
+      idle_op: non-chief only (after `push_gradients`): pushes empty
+        gradients that count as none in the average, then waits for the
+        token like train_op; for a worker whose data ran out.
+      finished_op: non-chief only: records FINISHED for this worker.
     """
 
     def __init__(self, cluster: Cluster, global_step: tf.Variable):
@@ -322,19 +503,40 @@ class SyncReplicas(object):
                              shared_name=f"sync_token_queue_{w}")
                 for w in range(1, self.n_workers)]
             # how many gradients each take sums (n_workers unless a restarted
-            # worker pushed twice for one step)
+            # worker pushed twice for one step or an idle one pushed empty ones)
             self._count = tf.ConditionalAccumulator(
                 tf.float32, shape=[], shared_name="sync_gradient_count",
                 name="sync_gradient_count", reduction_type="SUM")
+            # worker index -> global step of its last push: what the chief
+            # names while it waits. A table, not a variable: needs no
+            # initialisation and stays out of the checkpoints.
+            self._worker_steps_table = tf.raw_ops.MutableHashTableV2(
+                key_dtype=tf.int64, value_dtype=tf.int64, name="sync_worker_steps",
+                shared_name="sync_worker_steps")
             if self.is_chief:
                 self.local_step = tf.cast(global_step, tf.int64)
                 self.stop_op = tf.group(*[queue.enqueue(tf.constant(STOP_TOKEN, tf.int64))
                                           for queue in self._token_queues])
                 self.resync_op = tf.group(*[queue.enqueue(self.local_step)
                                             for queue in self._token_queues])
+                self.worker_steps = tf.raw_ops.LookupTableFindV2(
+                    table_handle=self._worker_steps_table,
+                    keys=tf.range(self.n_workers, dtype=tf.int64),
+                    default_value=tf.constant(NOTHING_PUSHED, tf.int64))
             else:
                 self.local_step = tf.placeholder(tf.int64, [], name="sync_local_step")
                 self._own_queue = self._token_queues[cluster.task_index - 1]
+                self._task_index = cluster.task_index
+                self.finished_op = self._record_step(tf.constant(FINISHED, tf.int64))
+        if self.is_chief:
+            self.end_ops = [_end_of_run_signal(k, send=True)
+                            for k in range(len(cluster.ps_hosts))]
+
+    def _record_step(self, step: tf.Tensor) -> tf.Operation:
+        """Non-chief: worker_steps[task_index] = step (on the ps)."""
+        return tf.raw_ops.LookupTableInsertV2(
+            table_handle=self._worker_steps_table,
+            keys=tf.constant([self._task_index], tf.int64), values=tf.reshape(step, [1]))
 
     def _accumulator(self, kind, grad, variable: tf.Variable):
         shared_name = variable.op.name + "/sync_grad_accumulator"
@@ -346,8 +548,9 @@ class SyncReplicas(object):
     def push_gradients(self, grads_and_vars: Sequence[Tuple[tf.Tensor, tf.Variable]]
                        ) -> tf.Operation:
         """Add this worker's gradients (None ones skipped) to the accumulators,
-        each on its variable's ps task; the count accumulator gets 1 after all."""
-        apply_ops = []
+        each on its variable's ps task; the count accumulator gets 1 after all.
+        A non-chief worker also gets `idle_op`."""
+        apply_ops, empty_ops = [], []
         for grad, variable in grads_and_vars:
             if grad is None:
                 continue
@@ -357,13 +560,31 @@ class SyncReplicas(object):
                                                     grad, variable)
                     apply_ops.append(accumulator.apply_indexed_slices_grad(
                         _sorted_unique_slices(grad), local_step=self.local_step))
+                    if not self.is_chief:
+                        empty_ops.append(accumulator.apply_indexed_slices_grad(
+                            _empty_slices(variable, grad.dtype),
+                            local_step=self.local_step))
                 else:
                     accumulator = self._accumulator(tf.ConditionalAccumulator,
                                                     grad, variable)
                     apply_ops.append(accumulator.apply_grad(grad,
                                                             local_step=self.local_step))
+                    if not self.is_chief:
+                        empty_ops.append(accumulator.apply_grad(
+                            tf.zeros(variable.shape, grad.dtype),
+                            local_step=self.local_step))
+        if not self.is_chief:
+            self.idle_op = self.wait_for_update(self._count_push(empty_ops, 0.0))
+        return self._count_push(apply_ops, 1.0)
+
+    def _count_push(self, apply_ops: List[tf.Operation], count: float) -> tf.Operation:
+        """After `apply_ops`: add `count` gradients to the count accumulator and
+        (non-chief) record the step in worker_steps."""
         with tf.control_dependencies(apply_ops), tf.device(self._global_step.device):
-            return self._count.apply_grad(tf.constant(1.0), local_step=self.local_step)
+            count_op = self._count.apply_grad(tf.constant(count), local_step=self.local_step)
+            if self.is_chief:
+                return count_op
+            return tf.group(count_op, self._record_step(self.local_step))
 
     def aggregated_gradients(self, push_op: tf.Operation
                              ) -> List[Tuple[tf.Tensor, tf.Variable]]:
@@ -413,6 +634,228 @@ class SyncReplicas(object):
 
 
 # ---------------------------------------------------------------------------
+# Waiting visibly, and ending the run
+# ---------------------------------------------------------------------------
+
+class ClusterRun(object):
+    """What a worker task does around its training session besides training:
+    it logs whom it waits for, the chief stops after `worker_timeout`, and
+    the run ends so that every task exits on its own.
+
+    Build it in the training graph, after `replicas` (it runs their ops).
+
+      run = ClusterRun(cluster, server.target, graph.replicas, save_dir)
+      with run.ending(), tf.train.MonitoredSession(
+              session_creator=run.session_creator(scaffold)) as sess:
+          ... run.run_step(sess, fetches, feed_dict, step) ...
+    """
+
+    def __init__(self, cluster: Cluster, target: str, replicas: SyncReplicas,
+                 checkpoint_dir: str):
+        self.cluster = cluster
+        self._target, self._replicas = target, replicas
+        self._checkpoint_dir = checkpoint_dir
+        self._graph = tf.get_default_graph()
+        self._config = session_config(cluster)
+        self._watch = _Watch(cluster.name, cluster.wait_log_every)
+        self._side_session: Optional[tf.Session] = None
+        self._side_session_lock = threading.Lock()
+        self._step_options = None
+        if cluster.is_chief and cluster.worker_timeout is not None:
+            self._step_options = tf.RunOptions(
+                timeout_in_ms=int(cluster.worker_timeout * 1000))
+
+    # -- waiting ------------------------------------------------------------
+
+    def session_creator(self, scaffold: tf.train.Scaffold) -> SessionCreator:
+        """The chief's or a worker's SessionCreator; logs while it waits (for
+        the ps tasks, or for the chief to initialise the variables)."""
+        if self.cluster.is_chief:
+            describe = lambda: "the ps task(s) to serve the variables" + \
+                self._unreachable_suffix("ps", range(len(self.cluster.ps_hosts)))
+        else:
+            describe = lambda: "the chief to initialise the variables" + \
+                self._unreachable_suffix("worker", [0])
+        return SessionCreator(scaffold, self._target, self._config,
+                              self.cluster.is_chief, self._checkpoint_dir,
+                              waiting=lambda: self._watch.waiting(describe))
+
+    def run_step(self, sess, fetches, feed_dict: dict, step: int):
+        """sess.run(fetches, feed_dict) of the training step at global step
+        `step`, logging whom it waits for; on the chief, WorkerTimeoutError
+        after worker_timeout seconds."""
+        with self._watch.waiting(lambda: self._describe_step_wait(step)):
+            try:
+                return sess.run(fetches, feed_dict=feed_dict, options=self._step_options)
+            except tf.errors.DeadlineExceededError:
+                if self._step_options is None:
+                    raise
+                raise WorkerTimeoutError(self._timeout_message(step)) from None
+
+    def idle_until_stopped(self, sess, step: int) -> int:
+        """Non-chief whose data ran out: push empty gradients at each global
+        step until the chief ends the run (so nobody waits for this worker).
+        Returns the last global step."""
+        logger.warning("%s: the data ran out at global step %d; sending empty "
+                       "gradients (not counted in the average) until the chief ends "
+                       "the run", self.cluster.name, step)
+        while True:
+            token = self.run_step(sess, self._replicas.idle_op,
+                                  {self._replicas.local_step: step}, step)
+            if token == STOP_TOKEN:
+                return step
+            step = int(token)
+
+    def _describe_step_wait(self, step: int) -> str:
+        if not self.cluster.is_chief:
+            return f"the chief's update of global step {step}" + \
+                self._unreachable_suffix("worker", [0])
+        return f"the gradients of global step {step} from " + self._missing_workers(step)
+
+    def _missing_workers(self, step: int) -> str:
+        """The workers that have not pushed gradients for `step`, with their
+        address, last push and whether their server answers."""
+        down_ps = self._unreachable_suffix("ps", range(len(self.cluster.ps_hosts)))
+        if down_ps:
+            return "the workers" + down_ps
+        steps = self._side_run(self._replicas.worker_steps)
+        missing = [k for k in range(1, self.cluster.n_workers) if steps[k] < step]
+        if not missing:
+            return "the ps task(s): every worker has pushed its gradients"
+        return ", ".join(self._worker_state(k, int(steps[k])) for k in missing)
+
+    def _worker_state(self, index: int, last_step: int) -> str:
+        host = self.cluster.worker_hosts[index]
+        if last_step == NOTHING_PUSHED:
+            pushed = "no gradients yet"
+        elif last_step == FINISHED:
+            pushed = "finished"
+        else:
+            pushed = f"last gradients for global step {last_step}"
+        answer = "" if is_reachable(host) else "; its server does not answer: " \
+            "not started yet, or ended"
+        return f"worker {index} ({host}: {pushed}{answer})"
+
+    def _unreachable_suffix(self, job: str, indices: Iterable[int]) -> str:
+        """" (ps 1 at h:p does not answer: ...)" for each task not reachable."""
+        hosts = self.cluster.ps_hosts if job == "ps" else self.cluster.worker_hosts
+        down = [f"{'chief' if job == 'worker' and k == 0 else f'{job} {k}'} at {hosts[k]}"
+                for k in indices if not is_reachable(hosts[k])]
+        if not down:
+            return ""
+        return f" ({', '.join(down)}: server does not answer: not started yet, or ended)"
+
+    def _side_run(self, fetches):
+        """Run `fetches` in a session of its own (the watch thread's, beside
+        the training session), giving up after SIGNAL_TIMEOUT_SECS."""
+        with self._side_session_lock:
+            if self._side_session is None:
+                self._side_session = tf.Session(self._target, graph=self._graph,
+                                                config=self._config)
+        return self._side_session.run(fetches, options=_deadline(SIGNAL_TIMEOUT_SECS))
+
+    def _timeout_message(self, step: int) -> str:
+        try:
+            missing = self._missing_workers(step)
+        except tf.errors.OpError as err:
+            missing = f"the workers (could not ask the ps: {err.message[:200]})"
+        latest = tf.train.latest_checkpoint(self._checkpoint_dir)
+        return (f"chief: waited --worker_timeout {self.cluster.worker_timeout:g} s for the "
+                f"gradients of global step {step} from {missing}. Stopping the run; "
+                f"its last checkpoint is {latest or 'none (no checkpoint written yet)'}: "
+                "run the same commands again to resume from it")
+
+    # -- ending -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def ending(self):
+        """Wrap the training session (enter this first, so that it ends after
+        the session is closed). When the block ends normally, or the chief
+        stops on WorkerTimeoutError or KeyboardInterrupt, the run ends for
+        everyone: a worker records that it finished; the chief stops the
+        workers (if not already), waits for each to finish or be gone (at
+        most END_WAIT_SECS), then ends the ps tasks. Any other error ends
+        nothing: the task may be restarted to resume the run."""
+        try:
+            yield
+        except (WorkerTimeoutError, KeyboardInterrupt):
+            if self.cluster.is_chief:
+                self._end_run(stop_workers=True)
+            raise
+        else:
+            if self.cluster.is_chief:
+                self._end_run(stop_workers=False)
+            else:
+                self._signal(self._replicas.finished_op, "record that it finished")
+        finally:
+            with self._side_session_lock:
+                if self._side_session is not None:
+                    self._side_session.close()
+                    self._side_session = None
+
+    def _end_run(self, stop_workers: bool) -> None:
+        if stop_workers:
+            self._signal(self._replicas.stop_op, "stop the workers")
+        self._wait_for_workers_to_finish()
+        for index, end_op in enumerate(self._replicas.end_ops):
+            host = self.cluster.ps_hosts[index]
+            if not is_reachable(host):
+                logger.info("chief: ps %d (%s) is gone already", index, host)
+            elif self._signal(end_op, f"end ps {index} ({host}); end it yourself"):
+                logger.info("chief: sent ps %d (%s) the end of the run", index, host)
+
+    def _wait_for_workers_to_finish(self) -> None:
+        """Until every other worker has recorded FINISHED or is gone."""
+        started = last_log = time.monotonic()
+        pending, gone = list(range(1, self.cluster.n_workers)), []
+        while pending:
+            try:
+                steps = self._side_run(self._replicas.worker_steps)
+            except tf.errors.OpError as err:
+                logger.warning("chief: cannot ask the ps whether the workers finished "
+                               "(%s)", err.message[:200])
+                return
+            gone += [k for k in pending if steps[k] != FINISHED
+                     and not is_reachable(self.cluster.worker_hosts[k])]
+            pending = [k for k in pending if steps[k] != FINISHED and k not in gone]
+            now = time.monotonic()
+            if pending and now - started > END_WAIT_SECS:
+                logger.warning("chief: %s did not finish within %.0f s of the end of "
+                               "the run; ending the ps tasks anyway",
+                               ", ".join(self._worker_state(k, int(steps[k]))
+                                         for k in pending), END_WAIT_SECS)
+                return
+            if pending and now - last_log > self.cluster.wait_log_every:
+                last_log = now
+                logger.info("chief: waiting %.0f s for %s to finish", now - started,
+                            ", ".join(self._worker_state(k, int(steps[k]))
+                                      for k in pending))
+            if pending:
+                time.sleep(0.2)
+        if gone:
+            logger.info("chief: every worker finished but %s, whose server does not "
+                        "answer", ", ".join(f"worker {k} ({self.cluster.worker_hosts[k]})"
+                                            for k in gone))
+        elif self.cluster.n_workers > 1:
+            logger.info("chief: every worker finished")
+
+    def _signal(self, op: tf.Operation, what: str) -> bool:
+        """Run `op` (a short signal to the ps) with a deadline; False, logged,
+        when it fails."""
+        try:
+            self._side_run(op)
+            return True
+        except tf.errors.OpError as err:
+            logger.warning("%s: could not %s (%s)", self.cluster.name, what,
+                           err.message[:200])
+            return False
+
+
+def _deadline(seconds: float) -> tf.RunOptions:
+    return tf.RunOptions(timeout_in_ms=int(seconds * 1000))
+
+
+# ---------------------------------------------------------------------------
 # A cluster of processes on this machine
 # ---------------------------------------------------------------------------
 
@@ -459,12 +902,15 @@ class LocalCluster(object):
                 "--worker_hosts", ",".join(self.worker_hosts),
                 "--job_name", job, "--task_index", str(index)]
 
-    def start(self, job: str, index: int) -> subprocess.Popen:
-        """Start (or restart, once it has ended) one task."""
+    def start(self, job: str, index: int,
+              command: Optional[Sequence[str]] = None) -> subprocess.Popen:
+        """Start (or restart, once it has ended) one task, with `command`
+        instead of the cluster's if given."""
         task = (job, index)
         if task in self.processes and self.processes[task].poll() is None:
             raise RuntimeError(f"{job} {index} is still running")
-        process = subprocess.Popen(self.command + self.task_flags(job, index),
+        command = self.command if command is None else list(command)
+        process = subprocess.Popen(command + self.task_flags(job, index),
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=self.env, text=True,
                                    errors="replace")
@@ -499,10 +945,17 @@ class LocalCluster(object):
     def wait_for_workers(self, timeout: float) -> Dict[int, Optional[int]]:
         """Wait until every worker has ended, or one has failed, or `timeout`
         seconds; returns each worker's exit code (None: still running)."""
+        return self._wait_for("worker", len(self.worker_hosts), timeout)
+
+    def wait_for_ps(self, timeout: float) -> Dict[int, Optional[int]]:
+        """Wait until every ps task has ended, or one has failed, or `timeout`
+        seconds; returns each ps task's exit code (None: still running)."""
+        return self._wait_for("ps", len(self.ps_hosts), timeout)
+
+    def _wait_for(self, job: str, n_tasks: int, timeout: float) -> Dict[int, Optional[int]]:
         deadline = time.monotonic() + timeout
         while True:
-            codes = {index: self.processes[("worker", index)].poll()
-                     for index in range(len(self.worker_hosts))}
+            codes = {index: self.processes[(job, index)].poll() for index in range(n_tasks)}
             done = all(code is not None for code in codes.values())
             failed = any(code not in (None, 0) for code in codes.values())
             if done or failed or time.monotonic() > deadline:
@@ -532,10 +985,12 @@ class LocalCluster(object):
 
 
 def launch_local_cluster(command: Sequence[str], n_ps: int, n_workers: int,
-                         timeout: float) -> int:
-    """Run a cluster on localhost until its workers end: 0 when they all
-    succeeded, 1 when one failed (the others are then ended, since they
-    would wait for it forever) or `timeout` seconds passed."""
+                         timeout: float, ps_exit_secs: float = 30.0) -> int:
+    """Run a cluster on localhost until it ends: 0 when every worker
+    succeeded and every ps task then exited with 0 on its own (one still
+    running `ps_exit_secs` after the workers is ended, with a warning);
+    1 when a task failed (the others are then ended: they could wait for it
+    forever) or `timeout` seconds passed."""
     with LocalCluster(command, n_ps, n_workers, echo=lambda line: print(line, flush=True)
                       ) as cluster:
         logger.info("ps %s, workers %s", ",".join(cluster.ps_hosts),
@@ -550,5 +1005,17 @@ def launch_local_cluster(command: Sequence[str], n_ps: int, n_workers: int,
             logger.error("the workers did not finish within %.0f s; ending the cluster",
                          timeout)
             return 1
-        logger.info("all %d workers finished; ending the ps tasks", n_workers)
+        logger.info("all %d workers finished; waiting for the ps tasks to end", n_workers)
+        ps_codes = cluster.wait_for_ps(ps_exit_secs)
+        failed = {index: code for index, code in ps_codes.items() if code not in (None, 0)}
+        if failed:
+            logger.error("ps task(s) failed (exit codes %s)", failed)
+            return 1
+        running = [index for index, code in ps_codes.items() if code is None]
+        if running:
+            logger.warning("ps task(s) %s did not end within %.0f s of the workers "
+                           "(they missed the chief's end-of-run signal); ending them",
+                           running, ps_exit_secs)
+        else:
+            logger.info("every task ended on its own with exit status 0")
         return 0

@@ -24,11 +24,15 @@ Files and errors:
     order, each exactly once, and iteration then ends (the original raised
     StopIteration inside a generator, a RuntimeError on Python >= 3.7).
   - Blank lines of a shard are kept as sentences "<S> </S>", as in the original.
+  - ``shard=(index, count)`` keeps lines index, index + count, ... of every
+    file (workers of a cluster that has fewer files than workers); a file
+    that leaves a shard no tokens raises ``ValueError`` naming it.
   - A vocabulary without <S> or </S> no longer overwrites the char ids of its
     last word with the boundary char ids (the original indexed row -1).
 """
 import glob
 import logging
+import numbers
 import random
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -350,6 +354,20 @@ def _get_batch(generator: Iterator[EncodedSentence], batch_size: int,
                'next_token_id': targets}
 
 
+def _check_line_shard(shard: Optional[Tuple[int, int]]) -> Optional[Tuple[int, int]]:
+    """`shard` as (index, count) of ints with 0 <= index < count, or None."""
+    if shard is None:
+        return None
+    if not isinstance(shard, (tuple, list)) or len(shard) != 2 or not all(
+            isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            for value in shard):
+        raise ValueError(f"shard must be a pair of ints (index, count), got {shard!r}")
+    index, count = int(shard[0]), int(shard[1])
+    if not 0 <= index < count:
+        raise ValueError(f"shard (index, count) needs 0 <= index < count, got {shard!r}")
+    return index, count
+
+
 class LMDataset(object):
     """A language-model dataset: files ("shards") of one sentence per line.
 
@@ -359,7 +377,8 @@ class LMDataset(object):
 
     def __init__(self, filepattern: Union[str, Sequence[str]], vocab: Vocabulary,
                  reverse: bool = False, test: bool = False,
-                 shuffle_on_load: bool = False):
+                 shuffle_on_load: bool = False,
+                 shard: Optional[Tuple[int, int]] = None):
         """
         Args:
             filepattern: glob of the shard files, or a list of shard paths
@@ -369,7 +388,11 @@ class LMDataset(object):
             test: read every shard once, then stop; otherwise cycle forever
                 over shards picked at random.
             shuffle_on_load: shuffle the sentences of each shard when loaded.
+            shard: (index, count): keep only lines index, index + count,
+                index + 2 * count, ... (0-based) of every file; how the
+                workers of a cluster with fewer files than workers share them.
         """
+        self._line_shard = _check_line_shard(shard)
         self._vocab = vocab
         if isinstance(filepattern, str):
             self._all_shards = sorted(glob.glob(filepattern))
@@ -413,6 +436,15 @@ class LMDataset(object):
         sentences = [line.split() for line in _read_lines(shard_name)]
         if not any(sentences):
             raise ValueError(f"data file {shard_name} contains no tokens")
+        if self._line_shard is not None:
+            index, count = self._line_shard
+            n_lines = len(sentences)
+            sentences = sentences[index::count]
+            if not any(sentences):
+                raise ValueError(
+                    f"data file {shard_name} has {n_lines} line(s) but line shard "
+                    f"{index} of {count} (lines {index}, {index + count}, ...) gets "
+                    "no tokens from it: give each worker more lines")
         if self._reverse:
             sentences = [tokens[::-1] for tokens in sentences]
         if self._shuffle_on_load:
@@ -470,11 +502,12 @@ class BidirectionalLMDataset(object):
 
     def __init__(self, filepattern: Union[str, Sequence[str]], vocab: Vocabulary,
                  test: bool = False,
-                 shuffle_on_load: bool = False):
-        self._data_forward = LMDataset(filepattern, vocab, reverse=False,
-                                       test=test, shuffle_on_load=shuffle_on_load)
-        self._data_reverse = LMDataset(filepattern, vocab, reverse=True,
-                                       test=test, shuffle_on_load=shuffle_on_load)
+                 shuffle_on_load: bool = False,
+                 shard: Optional[Tuple[int, int]] = None):
+        self._data_forward = LMDataset(filepattern, vocab, reverse=False, test=test,
+                                       shuffle_on_load=shuffle_on_load, shard=shard)
+        self._data_reverse = LMDataset(filepattern, vocab, reverse=True, test=test,
+                                       shuffle_on_load=shuffle_on_load, shard=shard)
 
     def iter_batches(self, batch_size: int, num_steps: int
                      ) -> Iterator[Dict[str, Optional[np.ndarray]]]:

@@ -41,7 +41,7 @@ import h5py
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .cluster import (STOP_TOKEN, Cluster, SessionCreator, SyncReplicas, session_config,
+from .cluster import (STOP_TOKEN, Cluster, ClusterRun, SyncReplicas, session_config,
                       start_server, worker_shards)
 from .data import (BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary,
                    Vocabulary)
@@ -587,7 +587,9 @@ def load_data(options: dict, vocab_file: str, filepattern: str, test: bool = Fal
     """The vocabulary and dataset that `options` call for: characters or
     words, bi- or unidirectional. Training shuffles each shard on load; test
     visits every shard once in order. On a worker of a `cluster` the dataset
-    reads only that worker's shards (`bilm.cluster.worker_shards`).
+    reads only that worker's share of the data (`bilm.cluster.worker_shards`:
+    its own files, or every n_workers-th line when files are fewer than
+    workers).
 
     Returns (vocabulary, LMDataset or BidirectionalLMDataset).
     """
@@ -599,10 +601,9 @@ def load_data(options: dict, vocab_file: str, filepattern: str, test: bool = Fal
         return vocab, dataset(filepattern, vocab, test=test, shuffle_on_load=not test)
     if test:
         raise ValueError("a cluster reads training data only; test() runs in one process")
-    shards = worker_shards(filepattern, cluster)
-    logger.info("worker %d reads %d shard(s): %s", cluster.task_index, len(shards),
-                ", ".join(shards))
-    return vocab, dataset(shards, vocab, test=False, shuffle_on_load=True)
+    share = worker_shards(filepattern, cluster)
+    return vocab, dataset(list(share.files), vocab, test=False, shuffle_on_load=True,
+                          shard=share.line_shard)
 
 
 def _check_dataset(options: dict, data) -> None:
@@ -933,8 +934,7 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
         scaffold = tf.train.Scaffold(init_op=graph.init_op,
                                      local_init_op=tf.group(*local_init_ops),
                                      saver=graph.saver)
-        session_creator = SessionCreator(scaffold, server.target, session_config(cluster),
-                                         cluster.is_chief, tf_save_dir)
+        run = ClusterRun(cluster, server.target, graph.replicas, tf_save_dir)
         chief_restarted = cluster.is_chief and _variables_are_initialized(
             scaffold, server.target, session_config(cluster))
         summary_writer = (tf.summary.FileWriter(tf_log_dir, tf.get_default_graph())
@@ -943,8 +943,9 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
             # MonitoredTrainingSession's default hooks need an integer global
             # step (this one is float32): checkpoints and summaries are written
             # by the training loop instead
-            with tf.train.MonitoredSession(session_creator=session_creator,
-                                           stop_grace_period_secs=10) as sess:
+            with run.ending(), tf.train.MonitoredSession(
+                    session_creator=run.session_creator(scaffold),
+                    stop_grace_period_secs=10) as sess:
                 if chief_restarted:
                     logger.warning("the ps tasks kept the variables of a chief that "
                                    "ended: resuming from its last checkpoint, the "
@@ -952,7 +953,7 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
                     sess.run(graph.replicas.resync_op)
                 return _cluster_training_loop(sess, graph, options, data, n_gpus,
                                               cluster, target_step, tf_save_dir,
-                                              summary_writer)
+                                              summary_writer, run)
         finally:
             if summary_writer is not None:
                 summary_writer.close()
@@ -1016,7 +1017,8 @@ def _cluster_target_step(tf_save_dir: str, restart_ckpt_file: Optional[str],
 
 def _cluster_training_loop(sess, graph: _TrainingGraph, options: dict, data,
                            n_gpus: int, cluster: Cluster, target_step: Optional[int],
-                           tf_save_dir: str, summary_writer) -> Optional[str]:
+                           tf_save_dir: str, summary_writer,
+                           run: ClusterRun) -> Optional[str]:
     batch_size, unroll_steps = options["batch_size"], options["unroll_steps"]
     n_tokens_per_step = batch_size * unroll_steps * n_gpus * cluster.n_workers
     checkpoint_every = options.get("checkpoint_every", CHECKPOINT_EVERY)
@@ -1059,7 +1061,7 @@ def _cluster_training_loop(sess, graph: _TrainingGraph, options: dict, data,
                     fetches["histogram"] = graph.histogram_op
             else:
                 feed_dict[replicas.local_step] = step
-            results = sess.run(fetches, feed_dict=feed_dict)
+            results = run.run_step(sess, fetches, feed_dict, step)
             state_values = results["states"]
             n_batches += 1
             if not cluster.is_chief:
@@ -1092,8 +1094,7 @@ def _cluster_training_loop(sess, graph: _TrainingGraph, options: dict, data,
         raise
     if not cluster.is_chief:
         if not stopped:
-            logger.warning("worker %d: the data ran out at global step %d: the chief "
-                           "waits for gradients of every worker", cluster.task_index, step)
+            step = run.idle_until_stopped(sess, step)
         logger.info("worker %d: finished after %d batches (global step %d)",
                     cluster.task_index, n_batches, step)
         return None

@@ -3,9 +3,10 @@
 
 Picks free localhost ports, starts every task with the training script's
 arguments plus its place in the cluster, prints each task's log lines
-prefixed with "[worker 1] " etc., waits for the workers, then ends the ps
-tasks. Exits non-zero if a worker fails (the others are ended: they would
-wait for it) or --timeout passes.
+prefixed with "[worker 1] " etc., and waits until the run ends: the workers
+finish and the ps tasks exit on their own once the chief has ended the run
+(one that does not within 30 s is ended). Exits non-zero if a task fails
+(the others are ended: they could wait for it) or --timeout passes.
 
   python bin/launch_local_cluster.py --n_ps 1 --n_workers 2 -- \\
       --train_prefix 'data/train/*' --vocab_file data/vocab.txt \\

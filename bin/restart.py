@@ -10,7 +10,9 @@ at 0 keep the value of the saved options.json.
 
 On a cluster (the flags of bin/train_elmo.py or TF_CONFIG) the chief restores
 the checkpoint; every worker reads the options from save_dir/options.json, so
-copy that file to the workers' save_dir when they run on other machines.
+copy that file to the workers' save_dir when they run on other machines. The
+data is shared out and the run ends as with bin/train_elmo.py (a chief
+stopped by --worker_timeout exits with status 3).
 """
 import argparse
 import logging
@@ -19,17 +21,21 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bilm.cluster import (add_cluster_arguments, cluster_from_args,  # noqa: E402
-                          run_parameter_server)
+from bilm.cluster import (EXIT_WORKER_TIMEOUT, WorkerTimeoutError,  # noqa: E402
+                          add_cluster_arguments, cluster_from_args, run_parameter_server)
 from bilm.options import load_options  # noqa: E402
 from bilm.training import load_data, load_options_latest_checkpoint, train  # noqa: E402
 
 
-def main(args: argparse.Namespace) -> None:
+logger = logging.getLogger("restart")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Continue training (or serve, on a ps task); returns the exit status."""
     cluster = cluster_from_args(args)
     if cluster is not None and cluster.job_name == "ps":
         run_parameter_server(cluster)
-        return
+        return 0
     if cluster is None or cluster.is_chief:
         options, ckpt_file = load_options_latest_checkpoint(args.save_dir)
     else:  # only the chief restores
@@ -38,8 +44,13 @@ def main(args: argparse.Namespace) -> None:
     for key in ("n_train_tokens", "n_epochs", "batch_size", "checkpoint_every"):
         if getattr(args, key) > 0:
             options[key] = getattr(args, key)
-    train(options, data, args.n_gpus, args.save_dir, args.save_dir,
-          restart_ckpt_file=ckpt_file, cluster=cluster)
+    try:
+        train(options, data, args.n_gpus, args.save_dir, args.save_dir,
+              restart_ckpt_file=ckpt_file, cluster=cluster)
+    except WorkerTimeoutError as err:
+        logger.error("%s", err)
+        return EXIT_WORKER_TIMEOUT
+    return 0
 
 
 if __name__ == "__main__":
@@ -56,4 +67,4 @@ if __name__ == "__main__":
     add_cluster_arguments(parser)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(parser.parse_args())
+    sys.exit(main(parser.parse_args()))

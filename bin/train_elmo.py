@@ -13,8 +13,11 @@ the training files are counted.
 
 On a cluster every task runs this script with the same arguments plus its
 place in the cluster (or the TF_CONFIG environment variable); ps tasks only
-serve variables, each worker reads its share of the training files, worker 0
-(the chief) writes the checkpoints. bin/launch_local_cluster.py starts a
+serve variables, each worker reads its share of the training data (its own
+files, or every n-th line of every file when there are fewer files than
+workers), worker 0 (the chief) writes the checkpoints. When the chief ends
+the run every task exits on its own (status 0); a chief stopped by
+--worker_timeout exits with status 3. bin/launch_local_cluster.py starts a
 whole cluster on this machine.
 
   python bin/train_elmo.py ... --ps_hosts h0:2222 --worker_hosts h1:2222,h2:2222 \\
@@ -29,8 +32,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bilm.cluster import (add_cluster_arguments, cluster_from_args,  # noqa: E402
-                          run_parameter_server)
+from bilm.cluster import (EXIT_WORKER_TIMEOUT, WorkerTimeoutError,  # noqa: E402
+                          add_cluster_arguments, cluster_from_args, run_parameter_server)
 from bilm.corpus import count_train_tokens  # noqa: E402
 from bilm.training import load_data, train  # noqa: E402
 
@@ -78,11 +81,12 @@ def merged(defaults: dict, overrides: dict) -> dict:
     return result
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> int:
+    """Train (or serve, on a ps task); returns the exit status."""
     cluster = cluster_from_args(args)
     if cluster is not None and cluster.job_name == "ps":
         run_parameter_server(cluster)
-        return
+        return 0
     options = copy.deepcopy(DEFAULT_OPTIONS)
     if args.options_file:
         with open(args.options_file, encoding="utf-8") as fin:
@@ -97,7 +101,12 @@ def main(args: argparse.Namespace) -> None:
 
     vocab, data = load_data(options, args.vocab_file, args.train_prefix, cluster=cluster)
     options["n_tokens_vocab"] = vocab.size
-    train(options, data, args.n_gpus, args.save_dir, args.save_dir, cluster=cluster)
+    try:
+        train(options, data, args.n_gpus, args.save_dir, args.save_dir, cluster=cluster)
+    except WorkerTimeoutError as err:
+        logger.error("%s", err)
+        return EXIT_WORKER_TIMEOUT
+    return 0
 
 
 if __name__ == "__main__":
@@ -120,4 +129,4 @@ if __name__ == "__main__":
     add_cluster_arguments(parser)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(parser.parse_args())
+    sys.exit(main(parser.parse_args()))

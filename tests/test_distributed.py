@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -28,12 +29,12 @@ sys.path.insert(0, str(REPO_ROOT))
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 from bilm import training  # noqa: E402
-from bilm.cluster import (Cluster, ClusterError, LocalCluster,  # noqa: E402
-                          add_cluster_arguments, cluster_from_args,
-                          cluster_from_tf_config, resolve_cluster,
+from bilm.cluster import (EXIT_WORKER_TIMEOUT, Cluster, ClusterError,  # noqa: E402
+                          DataShare, LocalCluster, add_cluster_arguments,
+                          cluster_from_args, cluster_from_tf_config, resolve_cluster,
                           run_parameter_server, worker_shards)
 from bilm.corpus import count_train_tokens  # noqa: E402
-from bilm.data import BidirectionalLMDataset  # noqa: E402
+from bilm.data import BidirectionalLMDataset, LMDataset  # noqa: E402
 from bilm.training import (load_data, load_options_latest_checkpoint,  # noqa: E402
                            load_vocab, test, train)
 
@@ -61,6 +62,13 @@ def write_sharded_corpus(folder: Path, n_shards: int = 4, n_sentences: int = 20)
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return write_sharded_corpus(tmp_path_factory.mktemp("shards"))
+
+
+@pytest.fixture(scope="module")
+def one_file(tmp_path_factory) -> Path:
+    """The common first run: all the training text in one file, data-0.txt."""
+    return write_sharded_corpus(tmp_path_factory.mktemp("one_file"), n_shards=1,
+                                n_sentences=80)
 
 
 def script_options(folder: Path) -> Path:
@@ -120,6 +128,11 @@ def log_text(cluster: LocalCluster, job: str, index: int) -> str:
     return "".join(cluster.logs.get((job, index), []))
 
 
+def all_logs(cluster: LocalCluster) -> str:
+    return "".join(f"[{job} {index}] {line}" for (job, index), lines in cluster.logs.items()
+                   for line in lines[-60:])
+
+
 def single_process_names(options: dict):
     with tf.Graph().as_default():
         training._TrainingGraph(training.validate_training_options(options), 1)
@@ -165,16 +178,27 @@ def test_bad_tf_config():
                                            "task": {"type": "ps", "index": 0}}))
 
 
-def test_each_worker_reads_a_disjoint_share_of_the_shards(corpus):
+def test_each_worker_reads_its_own_files_or_every_nth_line(corpus, one_file):
     shards = sorted(str(p) for p in corpus.glob("data-*.txt"))
     workers = [Cluster(("h:0",), ("h:1", "h:2", "h:3"), "worker", k) for k in range(3)]
     shares = [worker_shards(str(corpus / "data-*.txt"), w) for w in workers]
-    assert shares == [shards[0::3], shards[1::3], shards[2::3]]
+    # at least as many files as workers: whole files, dealt out
+    assert shares == [DataShare(tuple(shards[k::3])) for k in range(3)]
+    # fewer files than workers: every file, every 5th line from the task index
     five = Cluster(("h:0",), tuple(f"h:{k}" for k in range(1, 6)), "worker", 4)
-    with pytest.raises(ValueError, match="worker 4 gets no training file"):
-        worker_shards(str(corpus / "data-*.txt"), five)
+    assert worker_shards(str(corpus / "data-*.txt"), five) == DataShare(tuple(shards),
+                                                                        (4, 5))
+    assert worker_shards(str(corpus / "data-*.txt"), None) == DataShare(tuple(shards))
 
-    # the dataset of worker 1 of 2 only ever loads its own shards
+    # one file, two workers: disjoint halves of its lines, together all of them
+    vocab = load_vocab(str(one_file / "vocab.txt"))
+    lines = (one_file / "data-0.txt").read_text(encoding="utf-8").splitlines()
+    for index in range(2):
+        data = LMDataset(str(one_file / "data-0.txt"), vocab, test=True, shard=(index, 2))
+        seen = [vocab.decode(ids[1:-1]) for ids, _ in data.get_sentence()]
+        assert seen == lines[index::2]
+
+    # the dataset of worker 1 of 2 only ever loads its own files
     options = {"bidirectional": True}
     _, data = load_data(options, str(corpus / "vocab.txt"), str(corpus / "data-*.txt"),
                         cluster=Cluster(("h:0",), ("h:1", "h:2"), "worker", 1))
@@ -187,26 +211,73 @@ def test_each_worker_reads_a_disjoint_share_of_the_shards(corpus):
     assert len(loaded) > 4 and set(loaded) == set(shards[1::2])
 
 
+def test_line_shard_errors(tmp_path, one_file):
+    vocab = load_vocab(str(one_file / "vocab.txt"))
+    for bad in [(2, 2), (-1, 2), (0, 0), (0.5, 2), "0,2"]:
+        with pytest.raises(ValueError, match=r"shard .*\(index, count\)"):
+            LMDataset(str(one_file / "data-0.txt"), vocab, shard=bad)
+    (tmp_path / "short.txt").write_text("the cat sees a dog .\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"short\.txt has 1 line\(s\) but line shard 1 "
+                       r"of 2 .* gets no tokens"):
+        LMDataset(str(tmp_path / "short.txt"), vocab, shard=(1, 2))
+
+
+def test_wait_flags():
+    args = argparse.ArgumentParser()
+    add_cluster_arguments(args)
+    parsed = args.parse_args(["--ps_hosts", "h:0", "--worker_hosts", "h:1,h:2",
+                              "--job_name", "worker", "--worker_timeout", "90",
+                              "--wait_log_every", "5"])
+    cluster = cluster_from_args(parsed)
+    assert (cluster.worker_timeout, cluster.wait_log_every) == (90.0, 5.0)
+    assert cluster_from_args(args.parse_args(["--ps_hosts", "h:0", "--worker_hosts", "h:1",
+                                              "--job_name", "ps"])).worker_timeout is None
+    with pytest.raises(ClusterError, match="--worker_timeout must be a positive number"):
+        resolve_cluster("h:0", "h:1", "worker", worker_timeout=0, environ={})
+
+
 # ---------------------------------------------------------------------------
-# 1 ps + 2 workers: a run, and what its checkpoint restores into
+# 1 ps + 2 workers on one file: a run, how it ends, what its checkpoint
+# restores into
 # ---------------------------------------------------------------------------
 
-def test_cluster_run_trains_and_its_checkpoint_restores_in_one_process(corpus, tmp_path):
+def run_launcher(args, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """bin/launch_local_cluster.py with `args`, its tasks in its own process
+    group, all of which is killed if it outlives `timeout`."""
+    command = [sys.executable, str(REPO_ROOT / "bin" / "launch_local_cluster.py"), *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=ENV, cwd=cwd, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def test_one_file_two_workers_train_to_the_end_and_every_task_exits(one_file, tmp_path):
+    """The issue's first run: --train_prefix ONE_FILE, 1 ps + 2 workers."""
     save_dir = tmp_path / "save"
-    n_steps = 25 * steps_per_epoch(corpus, 2)
-    command = [sys.executable, str(REPO_ROOT / "bin" / "launch_local_cluster.py"),
-               "--n_ps", "1", "--n_workers", "2", "--timeout", "100", "--",
-               *train_args(corpus, save_dir, n_epochs=25, checkpoint_every=50)]
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV,
-                            timeout=150, cwd=tmp_path)
+    n_steps = 25 * steps_per_epoch(one_file, 2)
+    result = run_launcher(["--n_ps", "1", "--n_workers", "2", "--timeout", "100", "--",
+                           *train_args(one_file, save_dir, n_epochs=25,
+                                       checkpoint_every=50)],
+                          cwd=tmp_path, timeout=150)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     log = result.stdout
-    assert "[worker 0] " in log and "[worker 1] " in log and "[ps 0] " in log
     assert f"chief: training from global step 0 to {n_steps}" in log
-    # disjoint shares of the four shards
-    shares = re.findall(r"\[worker (\d)\] .*worker \d reads 2 shard\(s\): (.*)", log)
-    files = {worker: set(share.split(", ")) for worker, share in shares}
-    assert len(files) == 2 and not files["0"] & files["1"]
+    # both workers read the one file, each every other line
+    for index in range(2):
+        assert re.search(rf"\[worker {index}\] .*data split by line \(1 file\(s\) < 2 "
+                         rf"workers\): worker {index} reads lines {index}, {index + 2}, "
+                         rf"{index + 4}, \.\.\. of every file: .*data-0\.txt", log)
+    # the run ended by itself: worker 1 recorded that it finished, the chief
+    # then ended the ps task, which exited 0 without being told by the launcher
+    assert "[worker 0] " in log and "chief: every worker finished" in log
+    assert "[ps 0] " in log and "ps 0: the chief ended the run; exiting" in log
+    assert "every task ended on its own with exit status 0" in result.stderr
 
     options, ckpt_file = load_options_latest_checkpoint(str(save_dir))
     assert ckpt_file.endswith(f"model.ckpt-{n_steps}")
@@ -217,23 +288,24 @@ def test_cluster_run_trains_and_its_checkpoint_restores_in_one_process(corpus, t
 
     # the loss fell: perplexity on the training text, before and after
     before = training_text_perplexity(options, initial_checkpoint(options, tmp_path),
-                                      corpus)
-    after = training_text_perplexity(options, ckpt_file, corpus)
+                                      one_file)
+    after = training_text_perplexity(options, ckpt_file, one_file)
     print(f"perplexity on the training text: initial {before:.2f}, trained {after:.2f}")
     assert after < 20.0 and after < 0.7 * before
 
     # restart in one process (2 towers) and dump_weights from the cluster's checkpoint
-    vocab = load_vocab(str(corpus / "vocab.txt"))
-    data = BidirectionalLMDataset(str(corpus / "data-*.txt"), vocab, shuffle_on_load=True)
+    vocab = load_vocab(str(one_file / "vocab.txt"))
+    data = BidirectionalLMDataset(str(one_file / "data-*.txt"), vocab, shuffle_on_load=True)
     restarted = train(dict(options, n_epochs=1), data, 2, str(save_dir), str(save_dir),
                       restart_ckpt_file=ckpt_file)
-    assert latest_step(save_dir) == n_steps + steps_per_epoch(corpus, 2)
+    assert latest_step(save_dir) == n_steps + steps_per_epoch(one_file, 2)
     assert restarted == tf.train.latest_checkpoint(str(save_dir))
     training.dump_weights(str(save_dir), str(tmp_path / "weights.hdf5"))
 
 
 # ---------------------------------------------------------------------------
-# One synchronous step of 2 workers == one step of their towers in one process
+# One synchronous step of 2 workers == one step of their towers in one process;
+# a worker whose data runs out sends empty gradients
 # ---------------------------------------------------------------------------
 
 class FixedBatches:
@@ -252,7 +324,8 @@ STEP_KEYS = ("token_ids", "next_token_id", "token_ids_reverse", "next_token_id_r
 
 
 def run_step_task(argv) -> None:
-    """One task of the step-equality cluster (the __main__ of this file)."""
+    """One task of the step-equality cluster (the __main__ of this file):
+    worker k trains on the batches w<k>_<j>_<key> of STEP_DIR/batches.npz."""
     parser = argparse.ArgumentParser()
     parser.add_argument("step_dir")
     add_cluster_arguments(parser)
@@ -260,49 +333,86 @@ def run_step_task(argv) -> None:
     cluster = cluster_from_args(args)
     if cluster.job_name == "ps":
         run_parameter_server(cluster)
+        return
     step_dir = Path(args.step_dir)
     options = json.loads((step_dir / "options.json").read_text())
     n_gpus = json.loads((step_dir / "towers.json").read_text())
-    batches = np.load(step_dir / "batches.npz")
-    rows = n_gpus * options["batch_size"]  # the rows of this worker's towers
-    batch = {key: batches[key][cluster.task_index * rows:(cluster.task_index + 1) * rows]
-             for key in STEP_KEYS}
-    train(options, FixedBatches([batch]), n_gpus, str(step_dir / "cluster"),
+    plan = np.load(step_dir / "batches.npz")
+    prefix = f"w{cluster.task_index}_"
+    numbers = sorted({int(name.split("_")[1]) for name in plan.files
+                      if name.startswith(prefix)})
+    batches = [{key: plan[f"{prefix}{j}_{key}"] for key in STEP_KEYS} for j in numbers]
+    train(options, FixedBatches(batches), n_gpus, str(step_dir / "cluster"),
           str(step_dir / "cluster"),
           restart_ckpt_file=str(step_dir / "init" / "model.ckpt-0"), cluster=cluster)
 
 
-@pytest.mark.parametrize("n_ps, towers_per_worker", [(1, 1), (2, 2)])
+def save_plan(path: Path, batches_per_worker) -> None:
+    np.savez(path, **{f"w{k}_{j}_{key}": batch[key]
+                      for k, batches in enumerate(batches_per_worker)
+                      for j, batch in enumerate(batches) for key in STEP_KEYS})
+
+
+def rows(batch: dict, start: int, stop: int) -> dict:
+    return {key: batch[key][start:stop] for key in STEP_KEYS}
+
+
+@pytest.mark.parametrize("n_ps, towers_per_worker, data_runs_out",
+                         [(1, 1, False), (2, 2, False), (1, 1, True)])
 def test_one_synchronous_step_equals_towers_in_one_process(corpus, tmp_path, n_ps,
-                                                           towers_per_worker):
-    """2 workers of k towers make the update of one process with 2k towers."""
+                                                           towers_per_worker,
+                                                           data_runs_out):
+    """2 workers of k towers make the update of one process with 2k towers.
+
+    data_runs_out: worker 1 has one batch, the chief two. Worker 1's batch is
+    the chief's first, so the first update (the average of two equal
+    gradients) and the second (the chief's gradient alone: worker 1 sends
+    empty ones) are those of one tower training on the chief's batches."""
     vocab = load_vocab(str(corpus / "vocab.txt"))
     batch_size, unroll_steps, n_towers = 3, 5, 2 * towers_per_worker
+    n_steps = 2 if data_runs_out else 1
     options = {"n_tokens_vocab": vocab.size, "batch_size": batch_size,
                "unroll_steps": unroll_steps, "n_epochs": 1,
-               "n_train_tokens": n_towers * batch_size * unroll_steps,  # one step
+               "n_train_tokens": n_steps * n_towers * batch_size * unroll_steps,
                "all_clip_norm_val": 1.0, "dropout": 0.0, "sample_softmax": False,
                "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 2},
                "bidirectional": True}
     (tmp_path / "options.json").write_text(json.dumps(options))
     (tmp_path / "towers.json").write_text(json.dumps(towers_per_worker))
     data = BidirectionalLMDataset(str(corpus / "data-*.txt"), vocab, test=True)
-    batch = next(data.iter_batches(n_towers * batch_size, unroll_steps))
-    np.savez(tmp_path / "batches.npz", **{key: batch[key] for key in STEP_KEYS})
+    batches = list(zip(range(n_steps), data.iter_batches(n_towers * batch_size,
+                                                          unroll_steps)))
     (tmp_path / "init").mkdir()
     init_ckpt = initial_checkpoint(options, tmp_path / "init")
+    if data_runs_out:
+        first, second = (rows(batch, 0, batch_size) for _, batch in batches)
+        save_plan(tmp_path / "batches.npz", [[first, second], [first]])
+        single = train(dict(options, n_train_tokens=n_steps * batch_size * unroll_steps),
+                       FixedBatches([first, second]), 1, str(tmp_path / "single"),
+                       str(tmp_path / "single"), restart_ckpt_file=init_ckpt)
+    else:
+        batch, rows_per_worker = batches[0][1], towers_per_worker * batch_size
+        save_plan(tmp_path / "batches.npz",
+                  [[rows(batch, k * rows_per_worker, (k + 1) * rows_per_worker)]
+                   for k in range(2)])
+        single = train(options, FixedBatches([rows(batch, 0, n_towers * batch_size)]),
+                       n_towers, str(tmp_path / "single"), str(tmp_path / "single"),
+                       restart_ckpt_file=init_ckpt)
 
-    single = train(options, FixedBatches([batch]), n_towers, str(tmp_path / "single"),
-                   str(tmp_path / "single"), restart_ckpt_file=init_ckpt)
     command = [sys.executable, __file__, str(tmp_path)]
     with LocalCluster(command, n_ps=n_ps, n_workers=2, env=ENV, echo=None) as cluster:
         cluster.start_all()
         codes = cluster.wait_for_workers(timeout=90)
-        assert codes == {0: 0, 1: 0}, log_text(cluster, "worker", 0)[-3000:] + \
-            log_text(cluster, "worker", 1)[-3000:]
+        assert codes == {0: 0, 1: 0}, all_logs(cluster)
+        assert cluster.wait_for_ps(timeout=30) == {k: 0 for k in range(n_ps)}, \
+            all_logs(cluster)
+    if data_runs_out:
+        assert "worker 1: the data ran out at global step 1; sending empty gradients" \
+            in log_text(cluster, "worker", 1)
 
     cluster_ckpt = tf.train.latest_checkpoint(str(tmp_path / "cluster"))
-    assert single.endswith("model.ckpt-1") and cluster_ckpt.endswith("model.ckpt-1")
+    assert single.endswith(f"model.ckpt-{n_steps}")
+    assert cluster_ckpt.endswith(f"model.ckpt-{n_steps}")
     single_reader = tf.train.load_checkpoint(single)
     cluster_reader = tf.train.load_checkpoint(cluster_ckpt)
     init_reader = tf.train.load_checkpoint(init_ckpt)
@@ -314,11 +424,13 @@ def test_one_synchronous_step_equals_towers_in_one_process(corpus, tmp_path, n_p
         error = max(error, float(np.max(np.abs(value - cluster_reader.get_tensor(name)))))
         moved = max(moved, float(np.max(np.abs(value - init_reader.get_tensor(name)))))
     assert single_reader.get_tensor("global_step") == \
-        cluster_reader.get_tensor("global_step") == 1
-    print(f"one step, {n_ps} ps + 2 workers x {towers_per_worker} tower(s) vs "
-          f"{n_towers} towers: max abs difference {error:.3g} "
-          f"(largest change of a variable in the step {moved:.3g})")
-    assert moved > 1e-3  # the step did something
+        cluster_reader.get_tensor("global_step") == n_steps
+    what = ("2 steps, worker 1 out of data after one, vs 1 tower" if data_runs_out else
+            f"one step, {n_ps} ps + 2 workers x {towers_per_worker} tower(s) vs "
+            f"{n_towers} towers")
+    print(f"{what}: max abs difference {error:.3g} (largest change of a variable "
+          f"{moved:.3g})")
+    assert moved > 1e-3  # the steps did something
     assert error < 1e-5
     # the embedding's sparse rows moved by the same amount
     np.testing.assert_allclose(single_reader.get_tensor("lm/embedding"),
@@ -386,6 +498,87 @@ def test_a_restarted_chief_or_ps_resumes_from_the_last_checkpoint(corpus, tmp_pa
     assert np.isfinite(training_text_perplexity(options, ckpt_file, corpus))
     print(f"chief killed after checkpoint {restored[0]}, ps after {restored[1]}: "
           f"both resumed from those checkpoints; run finished at {n_steps}")
+
+
+# ---------------------------------------------------------------------------
+# Waiting visibly: a worker that never comes, --worker_timeout
+# ---------------------------------------------------------------------------
+
+def test_a_worker_that_fails_at_start_up_is_named_by_the_chief(one_file, tmp_path):
+    save_dir = tmp_path / "save"
+    args = train_args(one_file, save_dir, n_epochs=2, checkpoint_every=1000)
+    command = TRAIN_ELMO + args + ["--wait_log_every", "2"]
+    with LocalCluster(command, 1, 2, env=ENV, echo=None) as cluster:
+        cluster.start("ps", 0)
+        cluster.start("worker", 0)
+        # worker 1 stops before it starts its server
+        broken = cluster.start("worker", 1, command=TRAIN_ELMO + [
+            *args[:2], "--vocab_file", str(tmp_path / "no_such_vocab.txt"), *args[4:]])
+        worker_1 = cluster.worker_hosts[1]
+        started = time.monotonic()
+        wait_until(lambda: f"worker 1 ({worker_1}: no gradients yet; its server does not "
+                   "answer: not started yet, or ended)" in log_text(cluster, "worker", 0),
+                   60, "the chief to name worker 1")
+        named_after = time.monotonic() - started
+        assert broken.poll() not in (None, 0)
+        assert "no_such_vocab.txt" in log_text(cluster, "worker", 1)
+        chief_log = log_text(cluster, "worker", 0)
+        assert re.search(r"chief: waiting \d+ s for the gradients of global step 0 from "
+                         rf"worker 1 \({worker_1}", chief_log)
+        assert cluster.processes[("worker", 0)].poll() is None  # it waits, as it should
+
+        # the chief takes worker 1 once it comes, and the run ends for all
+        cluster.start("worker", 1)
+        codes = cluster.wait_for_workers(timeout=90)
+        assert codes == {0: 0, 1: 0}, all_logs(cluster)
+        assert cluster.wait_for_ps(timeout=30) == {0: 0}, all_logs(cluster)
+    assert latest_step(save_dir) == 2 * steps_per_epoch(one_file, 2)
+    print(f"the chief named worker 1 {named_after:.0f} s after the cluster started")
+
+
+def test_worker_timeout_stops_the_chief_and_keeps_its_last_checkpoint(one_file, tmp_path):
+    save_dir = tmp_path / "save"
+    timeout = 8
+    command = TRAIN_ELMO + train_args(one_file, save_dir, 500, 10) + [
+        "--worker_timeout", str(timeout), "--wait_log_every", "1"]
+    with LocalCluster(command, 1, 2, env=ENV, echo=None) as cluster:
+        # worker 1 first, so that it is ready before the chief's first step
+        cluster.start("ps", 0)
+        cluster.start("worker", 1)
+        wait_until(lambda: "starting the server" in log_text(cluster, "worker", 1), 60,
+                   "worker 1's server")
+        cluster.start("worker", 0)
+        wait_until(lambda: latest_step(save_dir) >= 20, 60, "checkpoint 20")
+        cluster.kill("worker", 1)
+        killed = time.monotonic()
+        chief = cluster.processes[("worker", 0)]
+        chief.wait(timeout=60)
+        stopped_after = time.monotonic() - killed
+        chief_log = log_text(cluster, "worker", 0)
+        assert chief.returncode == EXIT_WORKER_TIMEOUT, chief_log[-3000:]
+        # the ps task ends on its own: the chief sent it the end of the run
+        assert cluster.wait_for_ps(timeout=30) == {0: 0}, all_logs(cluster)
+    worker_1 = cluster.worker_hosts[1]
+    # while it waited, the chief named the worker that was gone
+    assert re.search(rf"chief: waiting \d+ s for the gradients of global step \d+ from "
+                     rf"worker 1 \({worker_1}: last gradients for global step \d+; its "
+                     r"server does not answer", chief_log)
+    error = re.search(rf"ERROR train_elmo: chief: waited --worker_timeout {timeout} s for "
+                      r"the gradients of global step (\d+) from worker 1 .*its last "
+                      r"checkpoint is (\S+): run the same commands again", chief_log)
+    assert error, chief_log[-3000:]
+    # the last checkpoint is intact and is the latest one
+    last = tf.train.latest_checkpoint(str(save_dir))
+    assert error.group(2) == last and latest_step(save_dir) >= 20
+    options, ckpt_file = load_options_latest_checkpoint(str(save_dir))
+    assert ckpt_file == last
+    for path in tf.train.get_checkpoint_state(str(save_dir)).all_model_checkpoint_paths:
+        assert tf.train.checkpoint_exists(path)
+    assert np.isfinite(training_text_perplexity(options, ckpt_file, one_file))
+    assert timeout - 1 <= stopped_after < timeout + 30
+    print(f"worker 1 killed at global step ~{error.group(1)}: the chief stopped "
+          f"{stopped_after:.1f} s later (--worker_timeout {timeout}) with exit status "
+          f"{EXIT_WORKER_TIMEOUT}; last checkpoint {os.path.basename(last)}")
 
 
 if __name__ == "__main__":
