@@ -15,8 +15,11 @@ import tensorflow.compat.v1 as tf
 from .data import Batcher, UnicodeCharsVocabulary
 from .embedder import Embedder, Progress, count_lines
 from .files import atomic_output
-from .inference import BidirectionalLanguageModel, BidirectionalLanguageModelGraph  # noqa: F401
+from .inference import BidirectionalLanguageModel, BidirectionalLanguageModelGraph
 from .options import N_CHARACTERS_INFERENCE, load_and_validate
+
+__all__ = ["BidirectionalLanguageModel", "BidirectionalLanguageModelGraph",
+           "dump_token_embeddings", "dump_bilm_embeddings"]
 
 logger = logging.getLogger(__name__)
 

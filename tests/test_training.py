@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from bilm import training
+from bilm import checkpoints, training
 from bilm.data import (Batcher, BidirectionalLMDataset, InvalidNumberOfCharacters,
                        LMDataset, TokenBatcher)
 from bilm.model import BidirectionalLanguageModel
@@ -348,7 +348,7 @@ def rename_to_tf1_cell_names(ckpt_file: str, out_dir: Path) -> None:
     with tf.Graph().as_default():
         variables = []
         for name in reader.get_variable_to_shape_map():
-            old = training._old_cell_name(name)
+            old = checkpoints._old_cell_name(name)
             variables.append(tf.Variable(reader.get_tensor(name), name=old))
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
