@@ -5,7 +5,7 @@
                [--layers all|top|average|w0,w1,...] [--batch_size N]
                [--stateless | --stateful] [--no-progress]
     bilm vocab --train_prefix GLOB --vocab_file F [--min_count N] [--max_size N]
-    bilm export --options F --weights F OUT_DIR
+    bilm export [--options F --weights F] OUT_DIR
 
 Importing this module does not load TensorFlow: handlers import what they use.
 
@@ -141,15 +141,29 @@ def _add_export_parser(subparsers) -> None:
                     "TF Hub's ELMo; tf.saved_model.load(OUT_DIR) runs it without bilm.")
     parser.add_argument("export_dir", metavar="OUT_DIR",
                         help="directory to write the SavedModel to")
-    parser.add_argument("--options", required=True, help="options.json of the model")
-    parser.add_argument("--weights", required=True, help="weight hdf5 of the model")
+    parser.add_argument("--options", help="options.json of the model (default: the "
+                                          "bundled model)")
+    parser.add_argument("--weights", help="weight hdf5 of the model (default: the "
+                                          "bundled model)")
     parser.set_defaults(handler=_export)
+
+
+def _model_files(args: argparse.Namespace):
+    """(options, weights) from --options/--weights, or the bundled model's."""
+    if (args.options is None) != (args.weights is None):
+        raise ValueError("give both --options and --weights, or neither for the "
+                         "bundled model")
+    if args.options is None:
+        from . import default_model
+        return default_model.OPTIONS_FILE, default_model.WEIGHT_FILE
+    return args.options, args.weights
 
 
 def _export(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    options_file, weight_file = _model_files(args)
     from .export import directory_size, export_saved_model
-    export_saved_model(args.options, args.weights, args.export_dir)
+    export_saved_model(options_file, weight_file, args.export_dir)
     print(f"wrote {args.export_dir} ({directory_size(args.export_dir) / 1e6:.1f} MB)")
     return 0
 
@@ -157,14 +171,12 @@ def _export(args: argparse.Namespace) -> int:
 def _embed(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
     from .embedder import Embedder, Progress, count_lines
-    if (args.options is None) != (args.weights is None):
-        raise ValueError("give both --options and --weights, or neither for the "
-                         "bundled model")
+    options_file, weight_file = _model_files(args)
     batch_size = args.batch_size or (64 if args.stateless else 1)
     if not os.path.isfile(args.input):
         raise FileNotFoundError(f"input file not found: {args.input}")
     progress = Progress(total=count_lines(args.input)) if args.progress else None
-    with Embedder(args.options, args.weights, args.vocab, batch_size=batch_size,
+    with Embedder(options_file, weight_file, args.vocab, batch_size=batch_size,
                   stateless=args.stateless) as embedder:
         embedder.embed_file_to_hdf5(args.input, args.output, layers=args.layers,
                                     progress=progress)

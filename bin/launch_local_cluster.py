@@ -8,7 +8,7 @@ tasks. Exits non-zero if a worker fails (the others are ended: they would
 wait for it) or --timeout passes.
 
   python bin/launch_local_cluster.py --n_ps 1 --n_workers 2 -- \\
-      --train_prefix 'data/train/*' --vocab_file data/vocab.txt \\
+      --train_prefix 'data/train-*' --vocab_file data/vocab.txt \\
       --save_dir checkpoints/ --options options.json --n_gpus 1
 """
 import argparse
