@@ -91,7 +91,7 @@ def test_stateful_is_the_faithful_dump(text_file, tmp_path, capsys):
     (["vocab", "--vocab_file", "v.txt"],
      "bilm vocab: error: the following arguments are required: --train_prefix"),
     (["export"], "bilm export: error: the following arguments are required: OUT_DIR"),
-])
+], ids=["no_command", "layers", "batch_size", "stateless_and_stateful", "vocab", "export"])
 def test_bad_usage_is_an_argparse_error(argv, message, capsys):
     """Exit status 2 and the usage error a user reads, naming the argument."""
     with pytest.raises(SystemExit) as exit_info:
