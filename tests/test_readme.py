@@ -14,8 +14,9 @@ user to bring: `corpus.txt`, here a small generated corpus.
   the block's output must be exactly those lines, in order, so the README's
   shapes are the real ones.
 - A block right after `<!-- readme-test: skip (REASON) -->` is skipped and
-  the reason shown (`pytest -rs`); only for what CI cannot do: installing
-  packages, GPUs, several machines.
+  the reason shown (pytest.ini adds `-rs`): installing packages, the
+  full-size model (GPUs), several machines, and the local cluster launcher,
+  which tests/test_distributed.py runs.
 
 A block that fails may make later blocks fail too; read the first failure.
 """
