@@ -150,6 +150,9 @@ def dump_weights(tf_save_dir: str, outfile: str, options_outfile: Optional[str] 
             if include_softmax and model.share_embedding_softmax:
                 values["softmax/W"] = sess.run(model.softmax_W)
 
+    for path in (outfile, options_outfile):  # e.g. `--outfile model/weights.hdf5`
+        if path is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp_file = os.path.join(os.path.dirname(os.path.abspath(outfile)),
                             "." + os.path.basename(outfile) + ".partial")
     with h5py.File(tmp_file, "w") as fout:

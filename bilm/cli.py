@@ -5,7 +5,7 @@
                [--layers all|top|average|w0,w1,...] [--batch_size N]
                [--stateless | --stateful] [--no-progress]
     bilm vocab --train_prefix GLOB --vocab_file F [--min_count N] [--max_size N]
-    bilm export (--model NAME | --options F --weights F) OUT_DIR
+    bilm export [--model NAME | --options F --weights F] OUT_DIR   (default: the bundled model)
     (every command also takes --verbose)
 
 --model names a released ELMo model and --options/--weights may be URLs: both
@@ -222,13 +222,18 @@ def _add_export_parser(subparsers) -> None:
     parser.add_argument("export_dir", metavar="OUT_DIR",
                         help="directory to write the SavedModel to")
     parser.add_argument("--model", metavar="NAME", help=MODEL_HELP)
-    parser.add_argument("--options", help="options.json of the model, a path or a URL")
-    parser.add_argument("--weights", help="weight hdf5 of the model, a path or a URL")
+    parser.add_argument("--options", help="options.json of the model, a path or a URL "
+                                          "(default: the bundled model)")
+    parser.add_argument("--weights", help="weight hdf5 of the model, a path or a URL "
+                                          "(default: the bundled model)")
     parser.set_defaults(handler=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
-    options_file, weight_file = _model_files(args, required=True)
+    options_file, weight_file = _model_files(args)
+    if options_file is None:
+        from . import default_model
+        options_file, weight_file = default_model.OPTIONS_FILE, default_model.WEIGHT_FILE
     _load_tensorflow(args)
     from .export import directory_size, export_saved_model
     export_saved_model(options_file, weight_file, args.export_dir)

@@ -16,6 +16,7 @@ as `Batcher` computes them, and the network is built by the functions of
 as a SavedModel that `tf.saved_model.load(export_dir)` runs without bilm:
 
     bilm export --options options.json --weights weights.hdf5 OUT_DIR
+    bilm export OUT_DIR            # the bundled model
 """
 import logging
 import os

@@ -16,6 +16,7 @@ import tensorflow.compat.v1 as tf
 DTYPE = tf.float32
 # The TF1 LSTMCell adds this to the forget gate; it is not part of the weights.
 FORGET_BIAS = 1.0
+DISTINCT_ROWS_MULTIPLE = 32
 
 
 # ---------------------------------------------------------------------------
@@ -127,6 +128,11 @@ def distinct_token_embeddings(char_ids: Sequence[tf.Tensor], weights: dict,
         flat = [tf.reshape(ids, [-1, max_chars]) for ids in char_ids]
         distinct, positions = tf.raw_ops.UniqueV2(x=tf.concat(flat, axis=0), axis=[0],
                                                   out_idx=tf.int32)
+        # rows padded to a multiple of DISTINCT_ROWS_MULTIPLE: a few shapes
+        # instead of one per count, so oneDNN's cache of kernels per shape
+        # stays small (the padding rows are never gathered)
+        n_padding = -tf.shape(distinct)[0] % DISTINCT_ROWS_MULTIPLE
+        distinct = tf.pad(distinct, [[0, n_padding], [0, 0]])
     embedded = char_cnn(distinct[None], weights, cnn_options)[0]   # [U, out_dim]
     out_dim = int(embedded.shape[-1])
     gathered = tf.split(tf.gather(embedded, positions),
