@@ -200,7 +200,10 @@ class BidirectionalLanguageModelGraph:
                 layer_output, final_state = run_lstm(
                     layer_input, cell_weights, batch_init_state, lengths,
                     settings["cell_clip"], settings["proj_clip"],
-                    residual=settings["use_skip_connections"] and layer > 0)
+                    residual=settings["use_skip_connections"] and layer > 0,
+                    # the faithful stateful path rounds as TF1 did; batched
+                    # stateless runs take the faster hoisted product
+                    tf1_gate_order=not self.stateless)
 
                 self.lstm_state_sizes[direction].append((lstm_dim, out_dim))
                 self.lstm_init_states[direction].append(state_vars)
