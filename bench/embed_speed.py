@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import time
 
@@ -95,6 +96,41 @@ def time_dump(files: dict, dataset_file: str, outfile: str, **kwargs) -> float:
     return time.perf_counter() - start
 
 
+# Run by the original library's Python (BILM_ORIGINAL_DIR): its graph on the
+# same sentences, sorted by length, batch_size at a time; prints tokens/s.
+ORIGINAL_BATCHED = """
+import json, sys, time
+import tensorflow.compat.v1 as tf
+tf.disable_v2_behavior()
+from bilm import Batcher, BidirectionalLanguageModel
+vocab, options, weights, sentences_file, batch_size = sys.argv[1:6]
+batch_size = int(batch_size)
+sentences = sorted((line.split() for line in open(sentences_file, encoding="utf-8")), key=len)
+batcher = Batcher(vocab, 50)
+ids = tf.placeholder("int32", shape=(None, None, 50))
+ops = BidirectionalLanguageModel(options, weights, max_batch_size=batch_size)(ids)
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    sess.run(ops["lm_embeddings"], {ids: batcher.batch_sentences(sentences[:batch_size])})
+    start = time.perf_counter()
+    for k in range(0, len(sentences), batch_size):
+        sess.run(ops["lm_embeddings"], {ids: batcher.batch_sentences(sentences[k:k + batch_size])})
+    print(sum(map(len, sentences)) / (time.perf_counter() - start))
+"""
+
+
+def original_batched_rate(original_dir: str, files: dict, dataset_file: str,
+                          batch_size: int) -> float:
+    """tokens/s of the original library's graph, batched (steady state)."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1",
+               PYTHONPATH=os.path.join(original_dir, "src"))
+    result = subprocess.run(
+        [os.path.join(original_dir, "venv", "bin", "python"), "-c", ORIGINAL_BATCHED,
+         files["vocab"], files["options"], files["weights"], dataset_file, str(batch_size)],
+        env=env, stdout=subprocess.PIPE, text=True, check=True)
+    return float(result.stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,6 +139,9 @@ def main() -> None:
                         help="sentences for the (slow) faithful path")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--skip_faithful", action="store_true")
+    parser.add_argument("--original_dir", default=os.environ.get("BILM_ORIGINAL_DIR"),
+                        help="the original library's peer (shared/peers): adds its "
+                             "graph run batch_size sentences at a time")
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="bilm-bench-")
@@ -137,6 +176,10 @@ def main() -> None:
         embedder.embed_sentences(sentences[:args.sentences])
         results["steady"] = datasets["fast"][1] / (time.perf_counter() - start)
     flops.append(matmul_flops())
+    if args.original_dir:
+        results["original"] = original_batched_rate(args.original_dir, files,
+                                                    datasets["fast"][0], args.batch_size)
+        flops.append(matmul_flops())
     if not args.skip_faithful:
         seconds = time_dump(files, datasets["faithful"][0],
                             os.path.join(workdir, "faithful.hdf5"))
@@ -157,6 +200,8 @@ def main() -> None:
               f"{rate / ceiling:>10.2f}")
     if "faithful" in results:
         print(f"fast / faithful: {results['fast'] / results['faithful']:.1f}x")
+    if "original" in results:
+        print(f"steady / original batched: {results['steady'] / results['original']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -141,9 +141,10 @@ STAGES = (  # (stage, substrings of an op's name), first match wins
     ("optimizer", ("Adagrad", "clip_by_global_norm", "global_norm", "average_gradients")),
     ("softmax", ("softmax", "log_uniform", "Log_Uniform")),
     ("LSTMs", ("RNN_", "/rnn/", "lstm", "dropout")),
-    ("highway", ("CNN_high", "highway")),
-    ("projection", ("CNN_proj", "token_projection")),
-    ("char CNN", ("CNN", "char_embed", "char_cnn", "distinct_tokens", "embedding_lookup")),
+    ("char CNN", ("char_embed", "char_cnn", "distinct_tokens", "embedding_lookup", "Conv2D",
+                  "MaxPool", "CNN/")),
+    # the original builds its highway and projection ops without a name scope
+    ("highway + projection", ("CNN_high", "highway", "CNN_proj", "token_projection", "lm/")),
 )
 
 
@@ -195,11 +196,49 @@ def _build_our_step(bilm_training, options: dict):
             graph.init_state_tensors, graph.final_state_tensors, feed)
 
 
+def _turn_off_lever(lever: str) -> None:
+    """Rebuild our graph without one speed lever (for --levers), by swapping
+    the function `lm_graph` calls for the plain way of computing the same."""
+    from bilm import layers, lm_graph
+    if lever == "distinct":    # char CNN, highway, projection on every token
+        lm_graph.distinct_token_embeddings = lambda ids, weights, cnn_options: [
+            layers.char_cnn(x, weights, cnn_options) for x in ids]
+    elif lever == "unrolled":  # the LSTM in a tf.while_loop (the previous graph)
+        lm_graph.run_lstm_fixed_steps = (
+            lambda inputs, weights, state, cell_clip, proj_clip, residual: layers.run_lstm(
+                inputs, weights, state, None, cell_clip, proj_clip, residual))
+    elif lever == "lstm_gradient":  # unrolled, with TensorFlow's own gradient
+        def unrolled_autodiff(inputs, weights, state, cell_clip, proj_clip, residual):
+            import tensorflow.compat.v1 as tf
+            input_dim = int(inputs.shape[-1])
+            input_kernel, recurrent_kernel = tf.split(
+                weights.kernel, [input_dim, int(weights.kernel.shape[0]) - input_dim])
+            n_steps, batch_size = int(inputs.shape[1]), tf.shape(inputs)[0]
+            gates = tf.matmul(tf.reshape(tf.transpose(inputs, [1, 0, 2]), [-1, input_dim]),
+                              input_kernel) + weights.bias
+            c, h = state
+            outputs = []
+            for step_gates in tf.unstack(tf.reshape(gates, [n_steps, batch_size, -1])):
+                c, h = layers.lstm_cell_update(step_gates, c, h, recurrent_kernel,
+                                               weights.projection, cell_clip, proj_clip)
+                outputs.append(h)
+            output = tf.transpose(tf.stack(outputs), [1, 0, 2])
+            return (output + inputs if residual else output), (c, h)
+        lm_graph.run_lstm_fixed_steps = unrolled_autodiff
+    else:
+        raise SystemExit(f"unknown lever {lever!r}; choose from {LEVERS}")
+
+
+LEVERS = ("distinct", "unrolled", "lstm_gradient")
+
+
 def run_worker(library: str, config: str, files: dict, n_batches: int, n_warmup: int,
                trace: bool) -> dict:
     import tensorflow.compat.v1 as tf
     if library == "original":
         tf.disable_v2_behavior()
+    elif library.startswith("bilm-no-"):
+        _turn_off_lever(library[len("bilm-no-"):])
     from bilm import training as bilm_training
     from bilm.data import BidirectionalLMDataset, UnicodeCharsVocabulary
 
@@ -288,7 +327,7 @@ def _run_in_subprocess(library: str, config: str, files: dict, args) -> dict:
 def _print_result(result: dict, flops: float, per_token: float, tokens_per_batch: int) -> float:
     seconds = float(np.median(result["step_seconds"]))
     rate = tokens_per_batch / seconds
-    print(f"{result['library']:<9} {result['config']:<9} {seconds:>8.3f} "
+    print(f"{result['library']:<22} {result['config']:<9} {seconds:>8.3f} "
           f"{float(np.median(result['feed_seconds'])) * 1e3:>7.1f} {rate:>9.1f} "
           f"{rate * per_token / flops:>7.2f} {result['peak_rss_bytes'] / 2 ** 30:>8.2f} "
           f"{result['build_seconds']:>7.1f} {result['distinct_share']:>8.2f}")
@@ -314,6 +353,11 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true",
                         help="trace one extra step for the per-stage breakdown")
     parser.add_argument("--original_dir", default=os.environ.get("BILM_ORIGINAL_DIR"))
+    parser.add_argument("--levers", action="store_true",
+                        help="also time our graph with each speed lever turned off: "
+                             "bilm-no-distinct (char CNN on every token), bilm-no-unrolled "
+                             "(LSTM in a while loop, as before), bilm-no-lstm_gradient "
+                             "(unrolled, TensorFlow's own gradient)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -330,6 +374,8 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="bilm-train-bench-")
     files = write_corpus(workdir, n_tokens=2_000_000)
     libraries = ["bilm"] + (["original"] if args.original_dir else [])
+    if args.levers:
+        libraries += [f"bilm-no-{lever}" for lever in LEVERS]
     flops = [matmul_flops()]
     results = []
     for config in configs:
@@ -342,7 +388,7 @@ def main() -> None:
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
           f"{time.strftime('%Y-%m-%d')}; matmul 2048^3 float32 {flops / 1e9:.1f} GFLOP/s "
           f"(best of {n_measurements})")
-    print(f"{'library':<9} {'config':<9} {'s/batch':>8} {'feed ms':>7} {'tokens/s':>9} "
+    print(f"{'library':<22} {'config':<9} {'s/batch':>8} {'feed ms':>7} {'tokens/s':>9} "
           f"{'of ceil':>7} {'peak GB':>8} {'build s':>7} {'distinct':>8}")
     medians = {}
     for result in results:
