@@ -49,6 +49,7 @@ import glob
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -350,48 +351,125 @@ def is_reachable(host: str, timeout: float = 1.0) -> bool:
         return False
 
 
+class _Wait(object):
+    """One wait of the main thread: `describe()` says for what; `cancel`, if
+    set, ends it early (closes the session the main thread is blocked in)."""
+
+    def __init__(self, describe: Callable[[], str]):
+        self.describe = describe
+        self.cancel: Optional[Callable[[], None]] = None
+        self.started = self.logged = time.monotonic()
+
+
 class _Watch(object):
     """Logs, from a daemon thread, while the main thread is inside
     `waiting(describe)` for longer than `every` seconds, then every `every`
-    seconds: "<who>: waiting <s> s for <describe()>"."""
+    seconds: "<who>: waiting <s> s for <describe()>".
+
+    Ctrl-C does not reach a main thread blocked in a TensorFlow call; while
+    `listening()`, a SIGINT during a wait cancels the wait (the main thread
+    then raises KeyboardInterrupt) or, if it cannot be cancelled, exits the
+    process (status 130): nothing is being written while a task waits.
+    """
 
     def __init__(self, who: str, every: float):
         self._who, self._every = who, every
         self._lock = threading.Lock()
-        self._current: Optional[list] = None  # [describe, started, last logged]
+        self._current: Optional[_Wait] = None
         self._thread: Optional[threading.Thread] = None
+        self._wakeup: Optional[Tuple[socket.socket, socket.socket, int]] = None
 
     @contextlib.contextmanager
     def waiting(self, describe: Callable[[], str]):
-        now = time.monotonic()
+        wait = _Wait(describe)
         with self._lock:
-            self._current = [describe, now, now]
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name="bilm-cluster-watch")
-                self._thread.start()
+            self._current = wait
+            self._start_thread()
         try:
-            yield
+            yield wait
         finally:
             with self._lock:
                 self._current = None
 
-    def _loop(self) -> None:
-        while True:
-            time.sleep(min(self._every / 4, 1.0))
+    @contextlib.contextmanager
+    def listening(self):
+        """Catch Ctrl-C during waits: Python's signal wake-up fd tells the
+        watch thread, and SIGINT raises KeyboardInterrupt only outside waits
+        (inside, TensorFlow may be turning the cancelled call's error into a
+        Python exception, which a KeyboardInterrupt would garble). Only in
+        the main thread with Python's default SIGINT handler; else nothing."""
+        listen = threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        if listen:
+            reader, writer = socket.socketpair()
+            reader.setblocking(False)
+            writer.setblocking(False)
+            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+            signal.signal(signal.SIGINT, self._on_sigint)
             with self._lock:
-                current = self._current
+                self._wakeup = (reader, writer, previous)
+                self._start_thread()
+        try:
+            yield
+        finally:
+            if listen:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                with self._lock:
+                    wakeup, self._wakeup = self._wakeup, None
+                signal.set_wakeup_fd(wakeup[2])
+                wakeup[1].close()  # the reader stays open for a select() in flight
+
+    def _on_sigint(self, signum, frame) -> None:
+        """SIGINT in the main thread: during a wait the watch thread ends the
+        wait; otherwise the usual KeyboardInterrupt."""
+        if self._current is None:
+            raise KeyboardInterrupt
+
+    def _start_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, daemon=True,
+                                            name="bilm-cluster-watch")
+            self._thread.start()
+
+    def _loop(self) -> None:
+        interval = min(self._every / 4, 1.0)
+        while True:
+            wakeup = self._wakeup
+            if wakeup is None:
+                time.sleep(interval)
+            elif select.select([wakeup[0]], [], [], interval)[0]:
+                try:
+                    signals = wakeup[0].recv(64)
+                except OSError:
+                    signals = b""
+                if signal.SIGINT in signals:
+                    self._interrupt()
+            with self._lock:
+                wait = self._current
                 now = time.monotonic()
-                if current is None or now - current[2] < self._every:
+                if wait is None or now - wait.logged < self._every:
                     continue
-                current[2] = now
-            describe, started = current[0], current[1]
+                wait.logged = now
             try:
-                what = describe()
+                what = wait.describe()
             except Exception as err:  # the log line must not kill the watch
                 what = f"other tasks (could not ask the ps: {err})"
             logger.warning("%s: waiting %.0f s for %s", self._who,
-                           time.monotonic() - started, what)
+                           time.monotonic() - wait.started, what)
+
+    def _interrupt(self) -> None:
+        with self._lock:
+            wait = self._current
+        if wait is None:
+            return  # the main thread is running Python: it raises KeyboardInterrupt
+        if wait.cancel is not None:
+            logger.warning("%s: interrupted while waiting; stopping", self._who)
+            wait.cancel()
+            return
+        logger.warning("%s: interrupted while waiting; exiting", self._who)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(130)
 
 
 class SessionCreator(tf.train.SessionCreator):
@@ -413,6 +491,7 @@ class SessionCreator(tf.train.SessionCreator):
         self._poll_secs, self._max_wait_secs = poll_secs, max_wait_secs
         # a context manager around the wait (ClusterRun logs what it waits for)
         self._waiting = waiting or contextlib.nullcontext
+        self.session: Optional[tf.Session] = None  # the last one created
 
     def create_session(self) -> tf.Session:
         self._scaffold.finalize()
@@ -423,12 +502,14 @@ class SessionCreator(tf.train.SessionCreator):
             graph=tf.get_default_graph(), recovery_wait_secs=self._poll_secs)
         with self._waiting():
             if self._is_chief:
-                return manager.prepare_session(
+                self.session = manager.prepare_session(
                     self._master, saver=self._scaffold.saver,
                     checkpoint_dir=self._checkpoint_dir, config=self._config,
                     init_op=self._scaffold.init_op)
-            return manager.wait_for_session(self._master, config=self._config,
-                                            max_wait_secs=self._max_wait_secs)
+            else:
+                self.session = manager.wait_for_session(
+                    self._master, config=self._config, max_wait_secs=self._max_wait_secs)
+        return self.session
 
 
 # ---------------------------------------------------------------------------
@@ -645,9 +726,12 @@ class ClusterRun(object):
     Build it in the training graph, after `replicas` (it runs their ops).
 
       run = ClusterRun(cluster, server.target, graph.replicas, save_dir)
+      chief_restarted = run.variables_are_initialized(scaffold)
       with run.ending(), tf.train.MonitoredSession(
               session_creator=run.session_creator(scaffold)) as sess:
           ... run.run_step(sess, fetches, feed_dict, step) ...
+
+    Ctrl-C reaches a task blocked in one of these waits (see `_Watch`).
     """
 
     def __init__(self, cluster: Cluster, target: str, replicas: SyncReplicas,
@@ -660,6 +744,8 @@ class ClusterRun(object):
         self._watch = _Watch(cluster.name, cluster.wait_log_every)
         self._side_session: Optional[tf.Session] = None
         self._side_session_lock = threading.Lock()
+        self._creator: Optional[SessionCreator] = None
+        self._interrupted = False
         self._step_options = None
         if cluster.is_chief and cluster.worker_timeout is not None:
             self._step_options = tf.RunOptions(
@@ -667,30 +753,73 @@ class ClusterRun(object):
 
     # -- waiting ------------------------------------------------------------
 
+    def variables_are_initialized(self, scaffold: tf.train.Scaffold) -> bool:
+        """Chief: whether the ps tasks hold initialised variables already (a
+        chief that finds them so was restarted while they kept running).
+        False on the other workers."""
+        if not self.cluster.is_chief:
+            return False
+        scaffold.finalize()
+        with self._watch.listening(), self._watch.waiting(self._describe_ps_wait) as wait:
+            for _ in range(60):
+                try:
+                    with tf.Session(self._target, graph=self._graph,
+                                    config=self._config) as sess:
+                        wait.cancel = lambda: self._cancel(sess)
+                        return len(self._interruptible(sess.run, scaffold.ready_op)) == 0
+                except (tf.errors.UnavailableError, tf.errors.AbortedError) as err:
+                    logger.info("a ps task is not reachable yet (%s); retrying",
+                                err.message[:200])
+                    time.sleep(1.0)
+        return False
+
     def session_creator(self, scaffold: tf.train.Scaffold) -> SessionCreator:
         """The chief's or a worker's SessionCreator; logs while it waits (for
         the ps tasks, or for the chief to initialise the variables)."""
         if self.cluster.is_chief:
-            describe = lambda: "the ps task(s) to serve the variables" + \
-                self._unreachable_suffix("ps", range(len(self.cluster.ps_hosts)))
+            describe = self._describe_ps_wait
         else:
             describe = lambda: "the chief to initialise the variables" + \
                 self._unreachable_suffix("worker", [0])
-        return SessionCreator(scaffold, self._target, self._config,
-                              self.cluster.is_chief, self._checkpoint_dir,
-                              waiting=lambda: self._watch.waiting(describe))
+        self._creator = SessionCreator(scaffold, self._target, self._config,
+                                       self.cluster.is_chief, self._checkpoint_dir,
+                                       waiting=lambda: self._watch.waiting(describe))
+        return self._creator
 
     def run_step(self, sess, fetches, feed_dict: dict, step: int):
         """sess.run(fetches, feed_dict) of the training step at global step
         `step`, logging whom it waits for; on the chief, WorkerTimeoutError
         after worker_timeout seconds."""
-        with self._watch.waiting(lambda: self._describe_step_wait(step)):
+        with self._watch.waiting(lambda: self._describe_step_wait(step)) as wait:
+            if self._creator is not None and self._creator.session is not None:
+                wait.cancel = lambda: self._cancel(self._creator.session)
             try:
-                return sess.run(fetches, feed_dict=feed_dict, options=self._step_options)
+                return self._interruptible(sess.run, fetches, feed_dict=feed_dict,
+                                           options=self._step_options)
             except tf.errors.DeadlineExceededError:
                 if self._step_options is None:
                     raise
                 raise WorkerTimeoutError(self._timeout_message(step)) from None
+
+    def _cancel(self, session: tf.Session) -> None:
+        """Ctrl-C during a wait (the watch thread): end the blocked call."""
+        self._interrupted = True
+        session.close()
+
+    def _interruptible(self, run: Callable, *args, **kwargs):
+        """run(*args, **kwargs); KeyboardInterrupt when Ctrl-C closed its session
+        (the call then fails with CancelledError, or with RuntimeError if the
+        session was closed before the call began)."""
+        try:
+            return run(*args, **kwargs)
+        except (tf.errors.CancelledError, RuntimeError):
+            if self._interrupted:
+                raise KeyboardInterrupt from None
+            raise
+
+    def _describe_ps_wait(self) -> str:
+        return "the ps task(s) to serve the variables" + \
+            self._unreachable_suffix("ps", range(len(self.cluster.ps_hosts)))
 
     def idle_until_stopped(self, sess, step: int) -> int:
         """Non-chief whose data ran out: push empty gradients at each global
@@ -777,7 +906,8 @@ class ClusterRun(object):
         most END_WAIT_SECS), then ends the ps tasks. Any other error ends
         nothing: the task may be restarted to resume the run."""
         try:
-            yield
+            with self._watch.listening():
+                yield
         except (WorkerTimeoutError, KeyboardInterrupt):
             if self.cluster.is_chief:
                 self._end_run(stop_workers=True)

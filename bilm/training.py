@@ -41,8 +41,8 @@ import h5py
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .cluster import (STOP_TOKEN, Cluster, ClusterRun, SyncReplicas, session_config,
-                      start_server, worker_shards)
+from .cluster import (STOP_TOKEN, Cluster, ClusterRun, SyncReplicas, start_server,
+                      worker_shards)
 from .data import (BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary,
                    Vocabulary)
 from .layers import DTYPE, char_cnn, create_char_cnn_weights, create_lstm_weights, run_lstm
@@ -936,8 +936,7 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
                                      local_init_op=tf.group(*local_init_ops),
                                      saver=graph.saver)
         run = ClusterRun(cluster, server.target, graph.replicas, tf_save_dir)
-        chief_restarted = cluster.is_chief and _variables_are_initialized(
-            scaffold, server.target, session_config(cluster))
+        chief_restarted = run.variables_are_initialized(scaffold)
         summary_writer = (tf.summary.FileWriter(tf_log_dir, tf.get_default_graph())
                           if cluster.is_chief else None)
         try:
@@ -958,21 +957,6 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
         finally:
             if summary_writer is not None:
                 summary_writer.close()
-
-
-def _variables_are_initialized(scaffold: tf.train.Scaffold, target: str,
-                               config: tf.ConfigProto) -> bool:
-    """Whether the ps tasks hold initialised variables already (a chief that
-    finds them so was restarted while they kept running)."""
-    scaffold.finalize()
-    for attempt in range(60):
-        try:
-            with tf.Session(target, config=config) as sess:
-                return len(sess.run(scaffold.ready_op)) == 0
-        except (tf.errors.UnavailableError, tf.errors.AbortedError) as err:
-            logger.info("a ps task is not reachable yet (%s); retrying", err.message[:200])
-            time.sleep(1.0)
-    return False
 
 
 def _import_checkpoint(options: dict, ckpt_file: str, tf_save_dir: str) -> str:
