@@ -368,9 +368,11 @@ class _Watch(object):
 
     Ctrl-C does not reach a main thread blocked in a TensorFlow call; while
     `listening()`, a SIGINT during a wait cancels the wait (the main thread
-    then raises KeyboardInterrupt) or, if it cannot be cancelled, exits the
-    process (status 130): nothing is being written while a task waits.
+    then raises KeyboardInterrupt) or, if it cannot be cancelled or is still
+    blocked CANCEL_GRACE_SECS later, exits the process (status 130): nothing
+    is being written while a task waits.
     """
+    CANCEL_GRACE_SECS = 5.0
 
     def __init__(self, who: str, every: float):
         self._who, self._every = who, every
@@ -378,6 +380,7 @@ class _Watch(object):
         self._current: Optional[_Wait] = None
         self._thread: Optional[threading.Thread] = None
         self._wakeup: Optional[Tuple[socket.socket, socket.socket, int]] = None
+        self._cancelled: Optional[Tuple[_Wait, float]] = None  # (wait, when)
 
     @contextlib.contextmanager
     def waiting(self, describe: Callable[[], str]):
@@ -445,11 +448,16 @@ class _Watch(object):
                 if signal.SIGINT in signals:
                     self._interrupt()
             with self._lock:
-                wait = self._current
-                now = time.monotonic()
-                if wait is None or now - wait.logged < self._every:
-                    continue
-                wait.logged = now
+                wait, cancelled = self._current, self._cancelled
+            now = time.monotonic()
+            if wait is None:
+                continue
+            if cancelled is not None and cancelled[0] is wait and \
+                    now - cancelled[1] > self.CANCEL_GRACE_SECS:
+                self._exit("the wait did not end when cancelled")
+            if now - wait.logged < self._every:
+                continue
+            wait.logged = now
             try:
                 what = wait.describe()
             except Exception as err:  # the log line must not kill the watch
@@ -459,14 +467,19 @@ class _Watch(object):
 
     def _interrupt(self) -> None:
         with self._lock:
-            wait = self._current
+            wait, cancelled = self._current, self._cancelled
         if wait is None:
             return  # the main thread is running Python: it raises KeyboardInterrupt
-        if wait.cancel is not None:
-            logger.warning("%s: interrupted while waiting; stopping", self._who)
-            wait.cancel()
-            return
-        logger.warning("%s: interrupted while waiting; exiting", self._who)
+        if wait.cancel is None or (cancelled is not None and cancelled[0] is wait):
+            self._exit("interrupted while waiting")
+        logger.warning("%s: interrupted while waiting; stopping", self._who)
+        with self._lock:
+            self._cancelled = (wait, time.monotonic())
+        # closing a session that is still being created blocks: not here
+        threading.Thread(target=wait.cancel, daemon=True, name="bilm-cancel").start()
+
+    def _exit(self, why: str) -> None:
+        logger.warning("%s: %s; exiting", self._who, why)
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(130)

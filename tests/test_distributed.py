@@ -470,8 +470,8 @@ def test_a_restarted_worker_rejoins(corpus, tmp_path):
 def test_a_restarted_chief_or_ps_resumes_from_the_last_checkpoint(corpus, tmp_path):
     save_dir = tmp_path / "save"
     n_steps = 12 * steps_per_epoch(corpus, 2)
-    with LocalCluster(TRAIN_ELMO + train_args(corpus, save_dir, 12, 10), 1, 2, env=ENV,
-                      echo=None) as cluster:
+    command = TRAIN_ELMO + train_args(corpus, save_dir, 12, 10) + ["--wait_log_every", "2"]
+    with LocalCluster(command, 1, 2, env=ENV, echo=None) as cluster:
         cluster.start_all()
         restored = []
         for task in (("worker", 0), ("ps", 0)):
@@ -489,6 +489,10 @@ def test_a_restarted_chief_or_ps_resumes_from_the_last_checkpoint(corpus, tmp_pa
     assert f"chief: training from global step {restored[0]} to {n_steps}" in chief_log
     assert "An error was raised. This may be due to a preemption" in chief_log
     assert chief_log.count("the ps tasks kept the variables of a chief that ended") == 1
+    # while the chief was gone, worker 1 said whom it waited for
+    assert re.search(r"worker 1: waiting \d+ s for the chief's update of global step \d+ "
+                     rf"\(chief at {cluster.worker_hosts[0]}: server does not answer",
+                     log_text(cluster, "worker", 1))
     state = tf.train.get_checkpoint_state(str(save_dir))
     assert state.model_checkpoint_path.endswith(f"model.ckpt-{n_steps}")
     assert len(state.all_model_checkpoint_paths) <= training.MAX_CHECKPOINTS_TO_KEEP
