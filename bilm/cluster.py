@@ -49,16 +49,14 @@ import glob
 import json
 import logging
 import os
-import select
-import signal
-import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow.compat.v1 as tf
+
+from .waiting import Watch, is_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -340,151 +338,6 @@ def worker_shards(filepattern: str, cluster: Optional[Cluster]) -> DataShare:
     return share
 
 
-def is_reachable(host: str, timeout: float = 1.0) -> bool:
-    """Whether a server listens at host:port (a TCP connection succeeds): a
-    task whose server does not answer has not started yet, or has ended."""
-    name, _, port = host.rpartition(":")
-    try:
-        with socket.create_connection((name, int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-class _Wait(object):
-    """One wait of the main thread: `describe()` says for what; `cancel`, if
-    set, ends it early (closes the session the main thread is blocked in)."""
-
-    def __init__(self, describe: Callable[[], str]):
-        self.describe = describe
-        self.cancel: Optional[Callable[[], None]] = None
-        self.started = self.logged = time.monotonic()
-
-
-class _Watch(object):
-    """Logs, from a daemon thread, while the main thread is inside
-    `waiting(describe)` for longer than `every` seconds, then every `every`
-    seconds: "<who>: waiting <s> s for <describe()>".
-
-    Ctrl-C does not reach a main thread blocked in a TensorFlow call; while
-    `listening()`, a SIGINT during a wait cancels the wait (the main thread
-    then raises KeyboardInterrupt) or, if it cannot be cancelled or is still
-    blocked CANCEL_GRACE_SECS later, exits the process (status 130): nothing
-    is being written while a task waits.
-    """
-    CANCEL_GRACE_SECS = 5.0
-
-    def __init__(self, who: str, every: float):
-        self._who, self._every = who, every
-        self._lock = threading.Lock()
-        self._current: Optional[_Wait] = None
-        self._thread: Optional[threading.Thread] = None
-        self._wakeup: Optional[Tuple[socket.socket, socket.socket, int]] = None
-        self._cancelled: Optional[Tuple[_Wait, float]] = None  # (wait, when)
-
-    @contextlib.contextmanager
-    def waiting(self, describe: Callable[[], str]):
-        wait = _Wait(describe)
-        with self._lock:
-            self._current = wait
-            self._start_thread()
-        try:
-            yield wait
-        finally:
-            with self._lock:
-                self._current = None
-
-    @contextlib.contextmanager
-    def listening(self):
-        """Catch Ctrl-C during waits: Python's signal wake-up fd tells the
-        watch thread, and SIGINT raises KeyboardInterrupt only outside waits
-        (inside, TensorFlow may be turning the cancelled call's error into a
-        Python exception, which a KeyboardInterrupt would garble). Only in
-        the main thread with Python's default SIGINT handler; else nothing."""
-        listen = threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        if listen:
-            reader, writer = socket.socketpair()
-            reader.setblocking(False)
-            writer.setblocking(False)
-            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-            signal.signal(signal.SIGINT, self._on_sigint)
-            with self._lock:
-                self._wakeup = (reader, writer, previous)
-                self._start_thread()
-        try:
-            yield
-        finally:
-            if listen:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                with self._lock:
-                    wakeup, self._wakeup = self._wakeup, None
-                signal.set_wakeup_fd(wakeup[2])
-                wakeup[1].close()  # the reader stays open for a select() in flight
-
-    def _on_sigint(self, signum, frame) -> None:
-        """SIGINT in the main thread: during a wait the watch thread ends the
-        wait; otherwise the usual KeyboardInterrupt."""
-        if self._current is None:
-            raise KeyboardInterrupt
-
-    def _start_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, daemon=True,
-                                            name="bilm-cluster-watch")
-            self._thread.start()
-
-    def _loop(self) -> None:
-        interval = min(self._every / 4, 1.0)
-        while True:
-            wakeup = self._wakeup
-            if wakeup is None:
-                time.sleep(interval)
-            elif select.select([wakeup[0]], [], [], interval)[0]:
-                try:
-                    signals = wakeup[0].recv(64)
-                except OSError:
-                    signals = b""
-                if signal.SIGINT in signals:
-                    self._interrupt()
-            with self._lock:
-                wait, cancelled = self._current, self._cancelled
-            now = time.monotonic()
-            if wait is None:
-                continue
-            if cancelled is not None and cancelled[0] is wait and \
-                    now - cancelled[1] > self.CANCEL_GRACE_SECS:
-                self._exit("the wait did not end when cancelled")
-            if now - wait.logged < self._every:
-                continue
-            wait.logged = now
-            try:
-                what = wait.describe()
-            except Exception as err:  # the log line must not kill the watch
-                what = f"other tasks (could not ask the ps: {err})"
-            logger.warning("%s: waiting %.0f s for %s", self._who,
-                           time.monotonic() - wait.started, what)
-
-    def _interrupt(self) -> None:
-        with self._lock:
-            wait, cancelled = self._current, self._cancelled
-        if wait is None:
-            return  # the main thread is running Python: it raises KeyboardInterrupt
-        if wait.cancel is None or (cancelled is not None and cancelled[0] is wait):
-            self._exit("interrupted while waiting")
-        logger.warning("%s: interrupted while waiting; stopping", self._who)
-        with self._lock:
-            self._cancelled = (wait, time.monotonic())
-        # closing a session that is still being created blocks: not here
-        threading.Thread(target=wait.cancel, daemon=True, name="bilm-cancel").start()
-
-    def _exit(self, why: str) -> None:
-        logger.warning("%s: %s; exiting", self._who, why)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(130)
-
-
 class SessionCreator(tf.train.SessionCreator):
     """The chief's or a worker's session for a tf.train.MonitoredSession.
 
@@ -744,7 +597,7 @@ class ClusterRun(object):
               session_creator=run.session_creator(scaffold)) as sess:
           ... run.run_step(sess, fetches, feed_dict, step) ...
 
-    Ctrl-C reaches a task blocked in one of these waits (see `_Watch`).
+    Ctrl-C reaches a task blocked in one of these waits (`bilm.waiting.Watch`).
     """
 
     def __init__(self, cluster: Cluster, target: str, replicas: SyncReplicas,
@@ -754,7 +607,7 @@ class ClusterRun(object):
         self._checkpoint_dir = checkpoint_dir
         self._graph = tf.get_default_graph()
         self._config = session_config(cluster)
-        self._watch = _Watch(cluster.name, cluster.wait_log_every)
+        self._watch = Watch(cluster.name, cluster.wait_log_every)
         self._side_session: Optional[tf.Session] = None
         self._side_session_lock = threading.Lock()
         self._creator: Optional[SessionCreator] = None
@@ -996,169 +849,3 @@ class ClusterRun(object):
 
 def _deadline(seconds: float) -> tf.RunOptions:
     return tf.RunOptions(timeout_in_ms=int(seconds * 1000))
-
-
-# ---------------------------------------------------------------------------
-# A cluster of processes on this machine
-# ---------------------------------------------------------------------------
-
-def free_ports(n: int) -> List[int]:
-    """n distinct free TCP ports of localhost (bound to port 0 together, then
-    released for the servers to take)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("localhost", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-class LocalCluster(object):
-    """Runs `command` once per task of a cluster on localhost, adding each
-    task's --ps_hosts/--worker_hosts/--job_name/--task_index.
-
-    Every line a task prints goes to `echo` prefixed with "[job index] " and
-    is kept in `logs[(job, index)]` (across restarts of the task). Leaving
-    the `with` block ends every process still running.
-    """
-
-    def __init__(self, command: Sequence[str], n_ps: int, n_workers: int,
-                 env: Optional[Mapping[str, str]] = None,
-                 echo: Optional[Callable[[str], None]] = print):
-        if n_ps < 1 or n_workers < 1:
-            raise ClusterError(f"a cluster needs at least one ps and one worker, got "
-                               f"{n_ps} ps and {n_workers} worker(s)")
-        ports = free_ports(n_ps + n_workers)
-        self.ps_hosts = [f"localhost:{port}" for port in ports[:n_ps]]
-        self.worker_hosts = [f"localhost:{port}" for port in ports[n_ps:]]
-        self.command = list(command)
-        self.env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
-        self.echo = echo
-        self.processes: Dict[Tuple[str, int], subprocess.Popen] = {}
-        self.logs: Dict[Tuple[str, int], List[str]] = {}
-        self._readers: List[threading.Thread] = []
-
-    def task_flags(self, job: str, index: int) -> List[str]:
-        return ["--ps_hosts", ",".join(self.ps_hosts),
-                "--worker_hosts", ",".join(self.worker_hosts),
-                "--job_name", job, "--task_index", str(index)]
-
-    def start(self, job: str, index: int,
-              command: Optional[Sequence[str]] = None) -> subprocess.Popen:
-        """Start (or restart, once it has ended) one task, with `command`
-        instead of the cluster's if given."""
-        task = (job, index)
-        if task in self.processes and self.processes[task].poll() is None:
-            raise RuntimeError(f"{job} {index} is still running")
-        command = self.command if command is None else list(command)
-        process = subprocess.Popen(command + self.task_flags(job, index),
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=self.env, text=True,
-                                   errors="replace")
-        self.processes[task] = process
-        self.logs.setdefault(task, [])
-        reader = threading.Thread(target=self._read, args=(task, process), daemon=True)
-        reader.start()
-        self._readers.append(reader)
-        return process
-
-    def _read(self, task: Tuple[str, int], process: subprocess.Popen) -> None:
-        prefix = f"[{task[0]} {task[1]}] "
-        for line in process.stdout:
-            self.logs[task].append(line)
-            if self.echo is not None:
-                self.echo(prefix + line.rstrip("\n"))
-        process.stdout.close()
-
-    def start_all(self) -> None:
-        for index in range(len(self.ps_hosts)):
-            self.start("ps", index)
-        for index in range(len(self.worker_hosts)):
-            self.start("worker", index)
-
-    def kill(self, job: str, index: int) -> None:
-        """SIGKILL one task (a crash: no clean-up in the process)."""
-        process = self.processes[(job, index)]
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-
-    def wait_for_workers(self, timeout: float) -> Dict[int, Optional[int]]:
-        """Wait until every worker has ended, or one has failed, or `timeout`
-        seconds; returns each worker's exit code (None: still running)."""
-        return self._wait_for("worker", len(self.worker_hosts), timeout)
-
-    def wait_for_ps(self, timeout: float) -> Dict[int, Optional[int]]:
-        """Wait until every ps task has ended, or one has failed, or `timeout`
-        seconds; returns each ps task's exit code (None: still running)."""
-        return self._wait_for("ps", len(self.ps_hosts), timeout)
-
-    def _wait_for(self, job: str, n_tasks: int, timeout: float) -> Dict[int, Optional[int]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            codes = {index: self.processes[(job, index)].poll() for index in range(n_tasks)}
-            done = all(code is not None for code in codes.values())
-            failed = any(code not in (None, 0) for code in codes.values())
-            if done or failed or time.monotonic() > deadline:
-                return codes
-            time.sleep(0.2)
-
-    def stop(self, grace_secs: float = 5.0) -> None:
-        """End every running task: SIGTERM, then SIGKILL after `grace_secs`."""
-        running = [p for p in self.processes.values() if p.poll() is None]
-        for process in running:
-            process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_secs
-        for process in running:
-            try:
-                process.wait(max(deadline - time.monotonic(), 0.01))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for reader in self._readers:
-            reader.join(timeout=2)
-
-    def __enter__(self) -> "LocalCluster":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-
-def launch_local_cluster(command: Sequence[str], n_ps: int, n_workers: int,
-                         timeout: float, ps_exit_secs: float = 30.0) -> int:
-    """Run a cluster on localhost until it ends: 0 when every worker
-    succeeded and every ps task then exited with 0 on its own (one still
-    running `ps_exit_secs` after the workers is ended, with a warning);
-    1 when a task failed (the others are then ended: they could wait for it
-    forever) or `timeout` seconds passed."""
-    with LocalCluster(command, n_ps, n_workers, echo=lambda line: print(line, flush=True)
-                      ) as cluster:
-        logger.info("ps %s, workers %s", ",".join(cluster.ps_hosts),
-                    ",".join(cluster.worker_hosts))
-        cluster.start_all()
-        codes = cluster.wait_for_workers(timeout)
-        failed = {index: code for index, code in codes.items() if code not in (None, 0)}
-        if failed:
-            logger.error("worker(s) failed (exit codes %s); ending the cluster", failed)
-            return 1
-        if any(code is None for code in codes.values()):
-            logger.error("the workers did not finish within %.0f s; ending the cluster",
-                         timeout)
-            return 1
-        logger.info("all %d workers finished; waiting for the ps tasks to end", n_workers)
-        ps_codes = cluster.wait_for_ps(ps_exit_secs)
-        failed = {index: code for index, code in ps_codes.items() if code not in (None, 0)}
-        if failed:
-            logger.error("ps task(s) failed (exit codes %s)", failed)
-            return 1
-        running = [index for index, code in ps_codes.items() if code is None]
-        if running:
-            logger.warning("ps task(s) %s did not end within %.0f s of the workers "
-                           "(they missed the chief's end-of-run signal); ending them",
-                           running, ps_exit_secs)
-        else:
-            logger.info("every task ended on its own with exit status 0")
-        return 0

@@ -1,4 +1,5 @@
-"""Training on TensorFlow's distributed runtime (bilm/cluster.py), on localhost.
+"""Training on TensorFlow's distributed runtime (bilm/cluster.py), on localhost
+(bilm/local_cluster.py), and waiting visibly (bilm/waiting.py).
 
 Every cluster here is a set of local processes on free ports (`LocalCluster`),
 bounded by timeouts and ended when the test ends, pass or fail. The tiny
@@ -30,11 +31,13 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 from bilm import training  # noqa: E402
 from bilm.cluster import (EXIT_WORKER_TIMEOUT, Cluster, ClusterError,  # noqa: E402
-                          DataShare, LocalCluster, add_cluster_arguments,
-                          cluster_from_args, cluster_from_tf_config, resolve_cluster,
-                          run_parameter_server, worker_shards)
+                          DataShare, add_cluster_arguments, cluster_from_args,
+                          cluster_from_tf_config, resolve_cluster, run_parameter_server,
+                          worker_shards)
 from bilm.corpus import count_train_tokens  # noqa: E402
 from bilm.data import BidirectionalLMDataset, LMDataset  # noqa: E402
+from bilm.local_cluster import LocalCluster, free_ports  # noqa: E402
+from bilm.waiting import Watch, is_reachable  # noqa: E402
 from bilm.training import (load_data, load_options_latest_checkpoint,  # noqa: E402
                            load_vocab, test, train)
 
@@ -234,6 +237,30 @@ def test_wait_flags():
                                               "--job_name", "ps"])).worker_timeout is None
     with pytest.raises(ClusterError, match="--worker_timeout must be a positive number"):
         resolve_cluster("h:0", "h:1", "worker", worker_timeout=0, environ={})
+
+
+def test_watch_logs_while_waiting_and_is_reachable_tells_a_live_server(caplog):
+    import socket
+    server = socket.socket()
+    server.bind(("localhost", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        assert is_reachable(f"localhost:{port}")
+    finally:
+        server.close()
+    assert not is_reachable(f"localhost:{port}")
+    assert not is_reachable(f"localhost:{free_ports(1)[0]}")
+
+    watch = Watch("worker 3", every=0.2)
+    with caplog.at_level(logging.WARNING, logger="bilm.waiting"):
+        with watch.waiting(lambda: "the chief's update (somewhere)"):
+            time.sleep(0.9)
+        time.sleep(0.5)  # nothing more once the wait is over
+    lines = [r.getMessage() for r in caplog.records if r.name == "bilm.waiting"]
+    assert 2 <= len(lines) <= 5, lines
+    assert all(re.fullmatch(r"worker 3: waiting \d+ s for the chief's update \(somewhere\)",
+                            line) for line in lines), lines
 
 
 # ---------------------------------------------------------------------------
