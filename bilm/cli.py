@@ -1,23 +1,33 @@
 """The `bilm` command line. Thin: the work is done by the package.
 
-    bilm demo [--options F --weights F --vocab F]
-    bilm embed INPUT OUTPUT [--options F --weights F --vocab F]
+    bilm demo [--model NAME | --options F --weights F] [--vocab F]
+    bilm embed INPUT OUTPUT [--model NAME | --options F --weights F] [--vocab F]
                [--layers all|top|average|w0,w1,...] [--batch_size N]
                [--stateless | --stateful] [--no-progress]
     bilm vocab --train_prefix GLOB --vocab_file F [--min_count N] [--max_size N]
-    bilm export --options F --weights F OUT_DIR
+    bilm export [--model NAME | --options F --weights F] OUT_DIR   (default: the bundled model)
+    (every command also takes --verbose)
 
-Importing this module does not load TensorFlow: handlers import what they use.
+--model names a released ELMo model and --options/--weights may be URLs: both
+are downloaded once into the cache of `bilm.hub`.
+
+Importing this module does not load TensorFlow: handlers import what they use,
+through `_load_tensorflow`, which keeps TensorFlow's start-up messages off the
+terminal unless --verbose.
 
 Subcommands are registered in `_build_parser`; add one with a
 `_add_<name>_parser` function and a handler.
 """
 import argparse
+import importlib
+import logging
 import os
 import signal
 import sys
-from typing import List, Optional
+import tempfile
+from typing import List, Optional, Tuple
 
+from . import hub
 from .data import InvalidNumberOfCharacters
 
 EXIT_ERROR = 1
@@ -84,13 +94,82 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_embed_parser(subparsers)
     _add_vocab_parser(subparsers)
     _add_export_parser(subparsers)
+    # before or after the command; SUPPRESS keeps a subcommand's default from
+    # overwriting a --verbose given before it
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    for subparser in subparsers.choices.values():
+        subparser.add_argument("--verbose", action="store_true",
+                               default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
+VERBOSE_HELP = ("show TensorFlow's start-up messages and bilm's log (hidden by "
+                "default)")
+MODEL_HELP = (f"a released ELMo model: {', '.join(hub.RELEASES)}; downloaded once "
+              f"into ${hub.CACHE_ENV} (default ~/.cache/bilm); ${hub.BASE_URL_ENV} "
+              "names a mirror")
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--options", help="options.json (default: the bundled model)")
-    parser.add_argument("--weights", help="weight hdf5 (default: the bundled model)")
+    parser.add_argument("--model", metavar="NAME", help=MODEL_HELP)
+    parser.add_argument("--options", help="options.json, a path or a URL (default: "
+                                          "the bundled model)")
+    parser.add_argument("--weights", help="weight hdf5, a path or a URL (default: "
+                                          "the bundled model)")
     parser.add_argument("--vocab", help="vocabulary file (default: the bundled one)")
+
+
+def _model_files(args: argparse.Namespace,
+                 required: bool = False) -> Tuple[Optional[str], Optional[str]]:
+    """Local (options, weights) for --model or --options/--weights (paths or
+    URLs, downloaded into the cache); (None, None) for the bundled model."""
+    progress = getattr(args, "progress", True)
+    if args.model is not None:
+        if args.options is not None or args.weights is not None:
+            raise ValueError("give --model or --options/--weights, not both")
+        return hub.model_files(args.model, progress=progress)
+    if (args.options is None) != (args.weights is None) or (required and args.options is None):
+        raise ValueError("give both --options and --weights" +
+                         (" or --model NAME" if required else
+                          ", or neither for the bundled model"))
+    return hub.resolve_model(args.options, args.weights, progress=progress)
+
+
+def _load_tensorflow(args: argparse.Namespace) -> None:
+    """Import TensorFlow, silencing its start-up messages unless --verbose.
+
+    TF_CPP_MIN_LOG_LEVEL=3 hides the C++ log once it is set up, but some
+    builds (TF 2.21's oneDNN notice) write to stderr before that, during the
+    import; so the import runs with file descriptor 2 pointed at a temporary
+    file, replayed if the import fails. absl and the 'tensorflow' Python
+    logger are set to errors only.
+    """
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        importlib.import_module("tensorflow")
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if "tensorflow" not in sys.modules:
+        sys.stderr.flush()
+        saved_stderr = os.dup(2)
+        try:
+            with tempfile.TemporaryFile() as capture:
+                os.dup2(capture.fileno(), 2)
+                try:
+                    importlib.import_module("tensorflow")
+                except BaseException:
+                    os.dup2(saved_stderr, 2)
+                    capture.seek(0)
+                    sys.stderr.write(capture.read().decode("utf-8", "replace"))
+                    raise
+                finally:
+                    sys.stderr.flush()
+                    os.dup2(saved_stderr, 2)
+        finally:
+            os.close(saved_stderr)
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def _add_demo_parser(subparsers) -> None:
@@ -104,9 +183,10 @@ def _add_demo_parser(subparsers) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+    options_file, weight_file = _model_files(args)
+    _load_tensorflow(args)
     from .demo import main as run_demo
-    run_demo(args.options, args.weights, args.vocab)
+    run_demo(options_file, weight_file, args.vocab)
     return 0
 
 
@@ -141,30 +221,35 @@ def _add_export_parser(subparsers) -> None:
                     "TF Hub's ELMo; tf.saved_model.load(OUT_DIR) runs it without bilm.")
     parser.add_argument("export_dir", metavar="OUT_DIR",
                         help="directory to write the SavedModel to")
-    parser.add_argument("--options", required=True, help="options.json of the model")
-    parser.add_argument("--weights", required=True, help="weight hdf5 of the model")
+    parser.add_argument("--model", metavar="NAME", help=MODEL_HELP)
+    parser.add_argument("--options", help="options.json of the model, a path or a URL "
+                                          "(default: the bundled model)")
+    parser.add_argument("--weights", help="weight hdf5 of the model, a path or a URL "
+                                          "(default: the bundled model)")
     parser.set_defaults(handler=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    options_file, weight_file = _model_files(args)
+    if options_file is None:
+        from . import default_model
+        options_file, weight_file = default_model.OPTIONS_FILE, default_model.WEIGHT_FILE
+    _load_tensorflow(args)
     from .export import directory_size, export_saved_model
-    export_saved_model(args.options, args.weights, args.export_dir)
+    export_saved_model(options_file, weight_file, args.export_dir)
     print(f"wrote {args.export_dir} ({directory_size(args.export_dir) / 1e6:.1f} MB)")
     return 0
 
 
 def _embed(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
-    from .embedder import Embedder, Progress, count_lines
-    if (args.options is None) != (args.weights is None):
-        raise ValueError("give both --options and --weights, or neither for the "
-                         "bundled model")
-    batch_size = args.batch_size or (64 if args.stateless else 1)
     if not os.path.isfile(args.input):
         raise FileNotFoundError(f"input file not found: {args.input}")
+    options_file, weight_file = _model_files(args)
+    _load_tensorflow(args)
+    from .embedder import Embedder, Progress, count_lines
+    batch_size = args.batch_size or (64 if args.stateless else 1)
     progress = Progress(total=count_lines(args.input)) if args.progress else None
-    with Embedder(args.options, args.weights, args.vocab, batch_size=batch_size,
+    with Embedder(options_file, weight_file, args.vocab, batch_size=batch_size,
                   stateless=args.stateless) as embedder:
         embedder.embed_file_to_hdf5(args.input, args.output, layers=args.layers,
                                     progress=progress)

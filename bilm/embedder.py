@@ -40,7 +40,9 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from .data import Batcher, TokenBatcher, iter_tokenized_lines
-from .model import BidirectionalLanguageModel, _atomic_output
+from .hub import RELEASES, resolve_model
+from .files import atomic_output
+from .inference import BidirectionalLanguageModel
 from .options import N_CHARACTERS_INFERENCE, load_and_validate, lstm_settings
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,9 @@ class Embedder:
                  embedding_weight_file: Optional[str] = None, eager: bool = False):
         """
         Args:
-          options_file, weight_file: the model; both None for the bundled one.
+          options_file, weight_file: the model (paths or URLs), or a released
+            model's name alone (`Embedder("original")`, see `bilm.hub`;
+            downloaded once into the cache), or both None for the bundled one.
           vocab_file: vocabulary. A character model only caches the char ids
             of its words (defaults to the bundled vocabulary); token input
             needs the vocabulary of `embedding_weight_file`.
@@ -87,8 +91,10 @@ class Embedder:
             stateless character models only.
         """
         from . import default_model
+        options_file, weight_file = resolve_model(options_file, weight_file)
         if (options_file is None) != (weight_file is None):
-            raise ValueError("give both options_file and weight_file, or neither "
+            raise ValueError("give both options_file and weight_file, a released "
+                             f"model's name alone ({', '.join(RELEASES)}), or neither "
                              "for the bundled model")
         if options_file is None:
             options_file, weight_file = default_model.OPTIONS_FILE, default_model.WEIGHT_FILE
@@ -244,7 +250,7 @@ class Embedder:
         _check_batch_size(batch_size)
         window = max(WRITE_WINDOW_LINES, SORT_WINDOW_BATCHES * batch_size)
         n_sentences = n_tokens = 0
-        with _atomic_output(outfile) as tmp_file, h5py.File(tmp_file, "w") as fout:
+        with atomic_output(outfile) as tmp_file, h5py.File(tmp_file, "w") as fout:
             for index, vectors, end_of_batch in self._embed_stream(
                     iter_tokenized_lines(path), layers, gamma, batch_size, window):
                 fout.create_dataset(str(index), vectors.shape, dtype="float32",

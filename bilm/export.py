@@ -15,14 +15,14 @@ as `Batcher` computes them, and the network is built by the functions of
 `export_saved_model(options_file, weight_file, export_dir)` writes the module
 as a SavedModel that `tf.saved_model.load(export_dir)` runs without bilm:
 
-    python -m bilm.export --options options.json --weights weights.hdf5 OUT_DIR
+    bilm export --options options.json --weights weights.hdf5 OUT_DIR
+    bilm export OUT_DIR            # the bundled model
 """
 import logging
 import os
 import secrets
 import shutil
-import sys
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -351,17 +351,3 @@ def directory_size(path: str) -> int:
     """Bytes of all files under `path`."""
     return sum(os.path.getsize(os.path.join(root, name))
                for root, _, names in os.walk(path) for name in names)
-
-
-# ---------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m bilm.export ...`: the same as `bilm export ...`."""
-    from .cli import main as cli_main
-    return cli_main(["export", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

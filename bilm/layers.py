@@ -8,7 +8,7 @@ weights to both directions.
 
 Shapes: B batch, T time steps, C characters per token, D dims.
 """
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -16,6 +16,7 @@ import tensorflow.compat.v1 as tf
 DTYPE = tf.float32
 # The TF1 LSTMCell adds this to the forget gate; it is not part of the weights.
 FORGET_BIAS = 1.0
+DISTINCT_ROWS_MULTIPLE = 32
 
 
 # ---------------------------------------------------------------------------
@@ -84,19 +85,60 @@ def char_cnn(char_ids: tf.Tensor, weights: dict, cnn_options: dict) -> tf.Tensor
       float32 [B, T, projection_dim] (or [B, T, sum of filter counts] when
       there is no projection).
     """
+    with tf.name_scope("char_cnn"):
+        embedding = _char_convolutions(char_ids, weights, cnn_options)
+    return highway_and_projection(embedding, weights)
+
+
+def _char_convolutions(char_ids: tf.Tensor, weights: dict, cnn_options: dict) -> tf.Tensor:
+    """int [B, T, C] -> float32 [B, T, sum of filter counts]."""
     activation = tf.nn.relu if cnn_options["activation"] == "relu" else tf.nn.tanh
     char_embedding = tf.nn.embedding_lookup(weights["char_embed"], char_ids)
     max_chars = cnn_options["max_characters_per_token"]
     convolutions = []
     for (width, _), (kernel, bias) in zip(cnn_options["filters"], weights["cnn"]):
-        conv = tf.nn.conv2d(char_embedding, kernel, strides=[1, 1, 1, 1],
-                            padding="VALID") + bias
-        # The original max-pools first and applies the activation after.
+        conv = tf.nn.conv2d(char_embedding, kernel, strides=[1, 1, 1, 1], padding="VALID")
+        # The original adds the bias, max-pools, then applies the activation.
+        # Adding the bias after the pool gives the same numbers (rounding is
+        # monotonic, so max(x + b) == max(x) + b exactly) and its gradient
+        # sums [B, T, filters] instead of [B, T, positions, filters].
         conv = tf.nn.max_pool2d(conv, [1, 1, max_chars - width + 1, 1],
                                 [1, 1, 1, 1], "VALID")
-        convolutions.append(tf.squeeze(activation(conv), axis=2))
-    embedding = tf.concat(convolutions, axis=2)
-    return highway_and_projection(embedding, weights)
+        convolutions.append(activation(tf.squeeze(conv, axis=2) + bias))
+    return tf.concat(convolutions, axis=2)
+
+
+def distinct_token_embeddings(char_ids: Sequence[tf.Tensor], weights: dict,
+                              cnn_options: dict) -> List[tf.Tensor]:
+    """`char_cnn` of several id tensors, run once per distinct token.
+
+    A token's vector depends only on its characters, and a batch of text
+    repeats most of its words (half of 640 tokens are repeats), so the CNN,
+    highway and projection run on the distinct rows of all inputs together
+    and the result is gathered back; the gradient flows through the gather
+    (summing a token's occurrences), so the step computes the same values.
+
+    Args:
+      char_ids: int [B_k, T_k, C] each (e.g. the forward and reverse stream).
+    Returns:
+      one float32 [B_k, T_k, out_dim] per input.
+    """
+    max_chars = cnn_options["max_characters_per_token"]
+    with tf.name_scope("distinct_tokens"):
+        flat = [tf.reshape(ids, [-1, max_chars]) for ids in char_ids]
+        distinct, positions = tf.raw_ops.UniqueV2(x=tf.concat(flat, axis=0), axis=[0],
+                                                  out_idx=tf.int32)
+        # rows padded to a multiple of DISTINCT_ROWS_MULTIPLE: a few shapes
+        # instead of one per count, so oneDNN's cache of kernels per shape
+        # stays small (the padding rows are never gathered)
+        n_padding = -tf.shape(distinct)[0] % DISTINCT_ROWS_MULTIPLE
+        distinct = tf.pad(distinct, [[0, n_padding], [0, 0]])
+    embedded = char_cnn(distinct[None], weights, cnn_options)[0]   # [U, out_dim]
+    out_dim = int(embedded.shape[-1])
+    gathered = tf.split(tf.gather(embedded, positions),
+                        [tf.shape(ids)[0] for ids in flat], axis=0)
+    return [tf.reshape(vectors, tf.concat([tf.shape(ids)[:2], [out_dim]], axis=0))
+            for vectors, ids in zip(gathered, char_ids)]
 
 
 def highway_and_projection(embedding: tf.Tensor, weights: dict) -> tf.Tensor:
@@ -106,12 +148,14 @@ def highway_and_projection(embedding: tf.Tensor, weights: dict) -> tf.Tensor:
     batch_and_time = tf.shape(embedding)[:2]
     x = tf.reshape(embedding, [-1, int(embedding.shape[-1])])
     for layer in weights["highway"]:
-        carry_gate = tf.nn.sigmoid(tf.matmul(x, layer["W_carry"]) + layer["b_carry"])
-        transform = tf.nn.relu(tf.matmul(x, layer["W_transform"]) + layer["b_transform"])
-        x = carry_gate * transform + (1.0 - carry_gate) * x
+        with tf.name_scope("highway"):
+            carry_gate = tf.nn.sigmoid(tf.matmul(x, layer["W_carry"]) + layer["b_carry"])
+            transform = tf.nn.relu(tf.matmul(x, layer["W_transform"]) + layer["b_transform"])
+            x = carry_gate * transform + (1.0 - carry_gate) * x
     if weights["projection"] is not None:
         w_proj, b_proj = weights["projection"]
-        x = tf.matmul(x, w_proj) + b_proj
+        with tf.name_scope("token_projection"):
+            x = tf.matmul(x, w_proj) + b_proj
     out_dim = int(x.shape[-1])
     return tf.reshape(x, tf.concat([batch_and_time, [out_dim]], axis=0))
 
@@ -156,27 +200,59 @@ def lstm_cell_update(input_gates: tf.Tensor, c_prev: tf.Tensor, h_prev: tf.Tenso
       (c, h): [B, dim], [B, out_dim].
     """
     gates = input_gates + tf.matmul(h_prev, recurrent_kernel)
+    step = _cell_from_gates(gates, c_prev, projection, cell_clip, proj_clip)
+    return step.c, step.h
+
+
+class _CellStep(NamedTuple):
+    """One step's values; the fixed-steps runner keeps them for its gradient.
+    All [B, dim] except h_unclipped and h [B, out_dim]."""
+    sig_i: tf.Tensor
+    tanh_j: tf.Tensor
+    sig_f: tf.Tensor
+    sig_o: tf.Tensor
+    c_unclipped: tf.Tensor
+    c: tf.Tensor
+    tanh_c: tf.Tensor
+    m: tf.Tensor            # the cell output before the projection
+    h_unclipped: tf.Tensor
+    h: tf.Tensor
+
+
+def _cell_from_gates(gates: tf.Tensor, c_prev: tf.Tensor, projection: Optional[tf.Tensor],
+                     cell_clip: Optional[float], proj_clip: Optional[float]) -> _CellStep:
+    """The TF1 LSTMCell's arithmetic after the gate product (order i, j, f, o)."""
     i, j, f, o = tf.split(gates, 4, axis=1)
-    c = tf.sigmoid(f + FORGET_BIAS) * c_prev + tf.sigmoid(i) * tf.tanh(j)
+    sig_i, tanh_j = tf.sigmoid(i), tf.tanh(j)
+    sig_f, sig_o = tf.sigmoid(f + FORGET_BIAS), tf.sigmoid(o)
+    c_unclipped = sig_f * c_prev + sig_i * tanh_j
+    c = c_unclipped
     if cell_clip is not None:
-        c = tf.clip_by_value(c, -cell_clip, cell_clip)
-    h = tf.sigmoid(o) * tf.tanh(c)
+        c = tf.clip_by_value(c_unclipped, -cell_clip, cell_clip)
+    tanh_c = tf.tanh(c)
+    m = sig_o * tanh_c
+    h_unclipped = h = m
     if projection is not None:
-        h = tf.matmul(h, projection)
+        h_unclipped = h = tf.matmul(m, projection)
         # TF1 LSTMCell clips the projection only: no projection, no clip
         if proj_clip is not None:
-            h = tf.clip_by_value(h, -proj_clip, proj_clip)
-    return c, h
+            h = tf.clip_by_value(h_unclipped, -proj_clip, proj_clip)
+    return _CellStep(sig_i, tanh_j, sig_f, sig_o, c_unclipped, c, tanh_c, m, h_unclipped, h)
 
 
 def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf.Tensor],
              sequence_lengths: Optional[tf.Tensor] = None,
              cell_clip: Optional[float] = None, proj_clip: Optional[float] = None,
-             residual: bool = False) -> Tuple[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
+             residual: bool = False, tf1_gate_order: bool = False
+             ) -> Tuple[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
     """Run one LSTM layer over time.
 
-    The input-to-gates product of every step is one matrix product outside the
-    recurrence; only h·W_h is left inside the loop.
+    By default the input-to-gates product of every step is one matrix
+    product outside the recurrence; only h·W_h is left inside the loop.
+    `tf1_gate_order` computes each step's gates as TF1's LSTMCell does,
+    bias_add([x, h]·W, b): the same numbers bit for bit as the original
+    library (the hoisted sum rounds differently, ~1e-6 after a few stateful
+    batches), at ~1.6x the time for one sentence per run.
 
     Args:
       inputs: float32 [B, T, input_dim].
@@ -196,9 +272,11 @@ def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf
     n_steps = tf.shape(inputs)[1]
     # Time-major [T, B, 4*dim] so the loop reads one contiguous step at a
     # time; transposing the inputs is 8x cheaper than transposing the gates.
-    time_major_inputs = tf.reshape(tf.transpose(inputs, [1, 0, 2]), [-1, input_dim])
-    input_gates = tf.matmul(time_major_inputs, input_kernel) + weights.bias
-    input_gates = tf.reshape(input_gates, [n_steps, batch_size, -1])
+    time_major_inputs = tf.transpose(inputs, [1, 0, 2])
+    if not tf1_gate_order:
+        input_gates = tf.matmul(tf.reshape(time_major_inputs, [-1, input_dim]),
+                                input_kernel) + weights.bias
+        input_gates = tf.reshape(input_gates, [n_steps, batch_size, -1])
     if sequence_lengths is not None:
         valid = tf.transpose(tf.sequence_mask(sequence_lengths, n_steps))  # [T, B]
         valid = tf.expand_dims(valid, -1)
@@ -207,8 +285,15 @@ def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf
     c0, h0 = initial_state
 
     def step(t, c_prev, h_prev, outputs):
-        c, h = lstm_cell_update(input_gates[t], c_prev, h_prev, recurrent_kernel,
-                                weights.projection, cell_clip, proj_clip)
+        if tf1_gate_order:
+            gates = tf.nn.bias_add(
+                tf.matmul(tf.concat([time_major_inputs[t], h_prev], 1), weights.kernel),
+                weights.bias)
+            cell = _cell_from_gates(gates, c_prev, weights.projection, cell_clip, proj_clip)
+            c, h = cell.c, cell.h
+        else:
+            c, h = lstm_cell_update(input_gates[t], c_prev, h_prev, recurrent_kernel,
+                                    weights.projection, cell_clip, proj_clip)
         if sequence_lengths is not None:
             is_valid = valid[t]
             out = tf.where_v2(is_valid, h, 0.0)
@@ -232,6 +317,131 @@ def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf
                                       DTYPE)[:, :, None]
         layer_output = layer_output + inputs
     return layer_output, (c_final, h_final)
+
+
+def run_lstm_fixed_steps(inputs: tf.Tensor, weights: LSTMWeights,
+                         initial_state: Sequence[tf.Tensor],
+                         cell_clip: Optional[float] = None, proj_clip: Optional[float] = None,
+                         residual: bool = False
+                         ) -> Tuple[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
+    """`run_lstm` for training: a static number of steps, every step valid.
+
+    The same cell arithmetic, unrolled in the graph (as the original's
+    static_rnn) with a hand-written gradient: the backward recurrence keeps
+    only the per-step products it cannot avoid (dgates·W_hᵀ, dh·W_projᵀ), and
+    the weight gradients of all steps are one matrix product each instead of
+    one small product per step added up — the same sums, fewer and larger
+    products.
+
+    Args:
+      inputs: float32 [B, T, input_dim], T static.
+      initial_state: (c [B, dim], h [B, out_dim]).
+    Returns:
+      outputs float32 [B, T, out_dim], final state (c, h).
+    """
+    input_dim = int(inputs.shape[-1])
+    n_steps = inputs.shape[1]
+    if n_steps is None:
+        raise ValueError(f"run_lstm_fixed_steps needs a static number of steps; "
+                         f"inputs have shape {inputs.shape}")
+    n_steps = int(n_steps)
+    batch_size = tf.shape(inputs)[0]
+    with tf.name_scope("lstm"):
+        # split, not two slices: the gradient of a slice is a zero-filled
+        # kernel-sized tensor per slice, added up afterwards
+        input_kernel, recurrent_kernel = tf.split(
+            weights.kernel, [input_dim, int(weights.kernel.shape[0]) - input_dim], axis=0)
+        time_major_inputs = tf.reshape(tf.transpose(inputs, [1, 0, 2]), [-1, input_dim])
+        input_gates = tf.matmul(time_major_inputs, input_kernel) + weights.bias
+        input_gates = tf.reshape(input_gates, [n_steps, batch_size, -1])
+        recurrence = _fixed_steps_recurrence(n_steps, weights.projection is not None,
+                                             cell_clip, proj_clip)
+        projection = [] if weights.projection is None else [
+            tf.convert_to_tensor(weights.projection)]
+        outputs, c_final, h_final = recurrence(
+            input_gates, initial_state[0], initial_state[1], recurrent_kernel, *projection)
+        layer_output = tf.transpose(outputs, [1, 0, 2])
+        if residual:
+            layer_output = layer_output + inputs
+    return layer_output, (c_final, h_final)
+
+
+def _fixed_steps_recurrence(n_steps: int, has_projection: bool,
+                            cell_clip: Optional[float], proj_clip: Optional[float]):
+    """The recurrence of `run_lstm_fixed_steps` with its gradient.
+
+    Returns f(input_gates [T, B, 4*dim], c0 [B, dim], h0 [B, out_dim],
+    recurrent_kernel [out_dim, 4*dim], [projection [dim, out_dim]]) ->
+    (outputs [T, B, out_dim], c_final, h_final).
+    """
+    proj_clip = proj_clip if has_projection else None
+
+    @tf.custom_gradient
+    def recurrence(input_gates, c0, h0, recurrent_kernel, *projection):
+        projection = projection[0] if has_projection else None
+        c, h = c0, h0
+        steps = []
+        for gates_x in tf.unstack(input_gates, n_steps):
+            step = _cell_from_gates(gates_x + tf.matmul(h, recurrent_kernel), c,
+                                    projection, cell_clip, proj_clip)
+            steps.append(step)
+            c, h = step.c, step.h
+        outputs = tf.stack([step.h for step in steps])
+
+        def gradient(d_outputs, d_c_final, d_h_final):
+            return _fixed_steps_gradient(steps, c0, h0, recurrent_kernel, projection,
+                                         d_outputs, d_c_final, d_h_final,
+                                         cell_clip, proj_clip)
+        return (outputs, c, h), gradient
+
+    return recurrence
+
+
+def _fixed_steps_gradient(steps: Sequence[_CellStep], c0, h0, recurrent_kernel, projection,
+                          d_outputs, d_c_final, d_h_final, cell_clip, proj_clip) -> list:
+    """Backward pass of `_fixed_steps_recurrence` (same formulas as TF's own
+    gradients of sigmoid, tanh, clip_by_value and matmul)."""
+    def zeros_if_none(grad, like):
+        return tf.zeros_like(like) if grad is None else grad
+
+    d_outputs = tf.unstack(zeros_if_none(d_outputs, tf.stack([s.h for s in steps])),
+                           len(steps))
+    dc_next = zeros_if_none(d_c_final, c0)
+    dh_next = zeros_if_none(d_h_final, h0)
+    d_gates, d_projected = [None] * len(steps), [None] * len(steps)
+    for t in reversed(range(len(steps))):
+        step = steps[t]
+        c_prev = c0 if t == 0 else steps[t - 1].c
+        dh = d_outputs[t] + dh_next
+        if proj_clip is not None:
+            dh = tf.where_v2(tf.abs(step.h_unclipped) <= proj_clip, dh, 0.0)
+        if projection is not None:
+            d_projected[t] = dh
+            dm = tf.matmul(dh, projection, transpose_b=True)
+        else:
+            dm = dh
+        sig_i, tanh_j, sig_f, sig_o = step.sig_i, step.tanh_j, step.sig_f, step.sig_o
+        tanh_c = step.tanh_c
+        dc = dc_next + dm * sig_o * (1.0 - tanh_c * tanh_c)
+        if cell_clip is not None:
+            dc = tf.where_v2(tf.abs(step.c_unclipped) <= cell_clip, dc, 0.0)
+        d_gates[t] = tf.concat([dc * tanh_j * sig_i * (1.0 - sig_i),
+                                dc * sig_i * (1.0 - tanh_j * tanh_j),
+                                dc * c_prev * sig_f * (1.0 - sig_f),
+                                dm * tanh_c * sig_o * (1.0 - sig_o)], axis=1)
+        dc_next = dc * sig_f
+        dh_next = tf.matmul(d_gates[t], recurrent_kernel, transpose_b=True)
+
+    d_input_gates = tf.stack(d_gates)                         # [T, B, 4*dim]
+    four_dim = int(recurrent_kernel.shape[1])
+    h_prev = tf.concat([h0] + [s.h for s in steps[:-1]], axis=0)   # [T*B, out_dim]
+    d_recurrent_kernel = tf.matmul(h_prev, tf.reshape(d_input_gates, [-1, four_dim]),
+                                   transpose_a=True)
+    grads = [d_input_gates, dc_next, dh_next, d_recurrent_kernel]
+    if projection is not None:
+        m = tf.concat([s.m for s in steps], axis=0)                # [T*B, dim]
+        grads.append(tf.matmul(m, tf.concat(d_projected, axis=0), transpose_a=True))
+    return grads
 
 
 def reverse_sequences(x: tf.Tensor, sequence_lengths: tf.Tensor) -> tf.Tensor:

@@ -167,6 +167,18 @@ def inference_weight_shapes(options: dict) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
+def check_inference_weights(options: dict, weight_file: str) -> None:
+    """Check from the file's metadata (no values are read) that `weight_file`
+    is a readable hdf5 holding every dataset the inference graph of `options`
+    reads, each of the shape it needs; WeightFileError naming the file, the
+    dataset and both shapes if not. Extra datasets (softmax/W, ...) are fine."""
+    reader = WeightReader(weight_file)
+    for name, shape in inference_weight_shapes(options).items():
+        if name == "char_embed":  # check() takes the graph's shape: one row more
+            shape = (shape[0] + 1,) + shape[1:]
+        reader.check(name, shape)
+
+
 def write_random_weights(options: dict, weight_file: str, seed: int = 0) -> None:
     """Write a complete inference weight hdf5 for `options` with random values.
 

@@ -1,6 +1,6 @@
 """Build the vocabulary file the trainer expects from tokenized training files.
 
-    python bin/build_vocab.py --train_prefix 'data/train-*' --vocab_file vocab.txt \
+    python bin/build_vocab.py --train_prefix 'data/train-*' --vocab_file data/vocab.txt \
         [--min_count 1] [--max_size N]
 
 The same as `bilm vocab ...`: writes <S>, </S>, <UNK>, then tokens by

@@ -9,7 +9,7 @@ finish and the ps tasks exit on their own once the chief has ended the run
 (the others are ended: they could wait for it) or --timeout passes.
 
   python bin/launch_local_cluster.py --n_ps 1 --n_workers 2 -- \\
-      --train_prefix 'data/train/*' --vocab_file data/vocab.txt \\
+      --train_prefix 'data/train-*' --vocab_file data/vocab.txt \\
       --save_dir checkpoints/ --options options.json --n_gpus 1
 """
 import argparse

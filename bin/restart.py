@@ -5,7 +5,7 @@ Weights, Adagrad accumulators and global_step are restored (checkpoints of
 the original TF1 library, including its old LSTM names, load too). Flags left
 at 0 keep the value of the saved options.json.
 
-  python bin/restart.py --train_prefix 'data/train/*' \\
+  python bin/restart.py --train_prefix 'data/train-*' \\
       --vocab_file data/vocab.txt --save_dir checkpoints/ --n_epochs 1
 
 On a cluster (the flags of bin/train_elmo.py or TF_CONFIG) the chief restores

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Perplexity of the latest checkpoint of a training directory on test files.
 
-  python bin/run_test.py --test_prefix 'data/heldout/*' \\
+  python bin/run_test.py --test_prefix data/heldout.txt \\
       --vocab_file data/vocab.txt --save_dir checkpoints/
 """
 import argparse

@@ -8,7 +8,7 @@ are merged key by key); --n_gpus, --batch_size, --n_epochs, --n_train_tokens
 and --checkpoint_every win over both. Without --n_train_tokens the tokens of
 the training files are counted.
 
-  python bin/train_elmo.py --train_prefix 'data/train/*' \\
+  python bin/train_elmo.py --train_prefix 'data/train-*' \\
       --vocab_file data/vocab.txt --save_dir checkpoints/
 
 On a cluster every task runs this script with the same arguments plus its

@@ -79,15 +79,30 @@ def test_stateful_is_the_faithful_dump(text_file, tmp_path, capsys):
         np.testing.assert_array_equal(actual[key], expected[key])
 
 
-def test_bad_usage(text_file, tmp_path, capsys):
+@pytest.mark.parametrize("argv,message", [
+    ([], "bilm: error: the following arguments are required: COMMAND"),
+    (["embed", "in.txt", "out.hdf5", "--layers", "bottom"],
+     "bilm embed: error: argument --layers: expected all, top, average or "
+     "comma-separated weights, got 'bottom'"),
+    (["embed", "in.txt", "out.hdf5", "--batch_size", "0"],
+     "bilm embed: error: argument --batch_size: expected a positive integer, got '0'"),
+    (["embed", "in.txt", "out.hdf5", "--stateless", "--stateful"],
+     "bilm embed: error: argument --stateful: not allowed with argument --stateless"),
+    (["vocab", "--vocab_file", "v.txt"],
+     "bilm vocab: error: the following arguments are required: --train_prefix"),
+    (["export"], "bilm export: error: the following arguments are required: OUT_DIR"),
+], ids=["no_command", "layers", "batch_size", "stateless_and_stateful", "vocab", "export"])
+def test_bad_usage_is_an_argparse_error(argv, message, capsys):
+    """Exit status 2 and the usage error a user reads, naming the argument."""
     with pytest.raises(SystemExit) as exit_info:
-        main([])
+        main(argv)
     assert exit_info.value.code == 2
-    with pytest.raises(SystemExit):
-        main(["embed", str(text_file), "out.hdf5", "--layers", "bottom"])
-    with pytest.raises(SystemExit):
-        main(["embed", str(text_file), "out.hdf5", "--batch_size", "0"])
-    capsys.readouterr()
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("usage: bilm")
+    assert stderr.rstrip().endswith(message)
+
+
+def test_bad_usage(text_file, tmp_path, capsys):
     output = tmp_path / "out.hdf5"
     assert main(["embed", str(text_file), str(output), "--options", OPTIONS_FILE]) == 1
     assert "both --options and --weights" in capsys.readouterr().err
@@ -108,6 +123,7 @@ def test_failed_run_leaves_no_output(tmp_path, capsys):
     # an existing OUTPUT stays as it was
     output.write_bytes(b"old")
     assert main(["embed", str(bad_file), str(output), "--no-progress"]) == 1
+    assert "line 301: not valid UTF-8" in capsys.readouterr().err
     assert output.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt", "out.hdf5"]
 

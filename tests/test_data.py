@@ -249,14 +249,26 @@ def test_test_mode_iter_batches_ends_cleanly(vocab_file, corpus):
     assert targets == [3, 4, 5, 1, 6, 7, 1, 3, 1, 2, 4, 1]
 
 
-def test_training_mode_cycles_and_shuffles(tmp_path, vocab_file, corpus):
+@pytest.mark.parametrize('shuffle', [True, False])
+def test_training_mode_cycles_and_shuffles(tmp_path, vocab_file, shuffle):
+    # 20 distinct sentences: a shuffle leaves them in file order with
+    # probability 1/20!, so an unshuffled pass is a missing shuffle
+    words = 'abcde'
+    lines = [f'{x} {y}' for x in words for y in words][:20]
+    shard = write(tmp_path / 'shard.txt', '\n'.join(lines) + '\n')
+    vocab = Vocabulary(vocab_file)
+    in_file_order = [tuple(vocab.encode(line).tolist()) for line in lines]
     random.seed(0)
-    data = LMDataset(corpus, Vocabulary(vocab_file), shuffle_on_load=True)
+    data = LMDataset(shard, vocab, shuffle_on_load=shuffle)
     generator = data.get_sentence()
-    sentences = [tuple(next(generator)[0]) for _ in range(12)]
-    expected = {(0, 3, 4, 5, 1), (0, 6, 7, 1), (0, 3, 1), (0, 2, 4, 1)}
-    for start in (0, 4, 8):  # each pass over the one shard holds every sentence
-        assert set(sentences[start:start + 4]) == expected
+    passes = [[tuple(next(generator)[0].tolist()) for _ in lines] for _ in range(3)]
+    for sentences in passes:  # each pass over the one shard holds every sentence once
+        assert sorted(sentences) == sorted(in_file_order)
+    if shuffle:  # every pass (the shard is reloaded) in a new order
+        assert all(sentences != in_file_order for sentences in passes)
+        assert passes[0] != passes[1] != passes[2] != passes[0]
+    else:
+        assert passes == [in_file_order] * 3
 
 
 def test_bidirectional_dataset(vocab_file, corpus):

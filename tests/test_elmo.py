@@ -114,9 +114,11 @@ def test_weighted_average_and_l2(graph, inputs, do_layer_norm):
         np.testing.assert_allclose(out[mask], expected[mask], atol=1e-5, rtol=1e-5)
         if not do_layer_norm:
             np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
-        reg = evaluate(sess, ret["regularization_op"], feed_dict)
-        assert reg == pytest.approx(0.1 * np.sum(W ** 2), rel=1e-6)
-        assert sess.run(regularizers()[0], feed_dict) == pytest.approx(reg, rel=1e-6)
+        penalty = 0.1 * np.sum(W ** 2)
+        assert evaluate(sess, ret["regularization_op"], feed_dict) == pytest.approx(
+            penalty, rel=1e-6)
+        # what a training loss sums: the collection, checked on its own
+        assert sess.run(regularizers()[0], feed_dict) == pytest.approx(penalty, rel=1e-6)
 
 
 def test_layer_norm_at_masked_positions_follows_original(graph, inputs):
@@ -205,17 +207,23 @@ def test_reuse_shares_weights(graph, inputs, l2_coef):
     assert len(regularizers()) == (0 if l2_coef is None else 1)
     W_var, gamma_var = sorted(tf.global_variables(), key=lambda v: v.name)
     lm_embeddings, mask = inputs
+    W = np.array([-0.2, 0.4, 0.9])
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
-        sess.run([W_var.assign([-0.2, 0.4, 0.9]), gamma_var.assign([0.75])])
+        sess.run([W_var.assign(W), gamma_var.assign([0.75])])
         out_first = sess.run(first["weighted_op"], feed(bilm_ops, inputs))
         out_second = sess.run(second["weighted_op"], feed(other_ops, inputs))
         # same math on the same input; only float32 reduction order may differ
         np.testing.assert_allclose(out_first, out_second, atol=1e-6, rtol=0)
         expected = numpy_weight_layers(lm_embeddings.astype(np.float64), mask,
-                                       np.array([-0.2, 0.4, 0.9]), 0.75, do_layer_norm=True)
+                                       W, 0.75, do_layer_norm=True)
         np.testing.assert_allclose(out_first[mask], expected[mask], atol=1e-5, rtol=1e-5)
-        # one shared penalty; it may depend on the first call's inputs, so feed both
+        # one shared penalty on the shared W; it may depend on the first call's
+        # inputs, so feed both
         both = {**feed(bilm_ops, inputs), **feed(other_ops, inputs)}
-        assert evaluate(sess, first["regularization_op"], both) == pytest.approx(
-            evaluate(sess, second["regularization_op"], both))
+        penalty = 0.0 if l2_coef is None else l2_coef * np.sum(W ** 2)
+        for ret in (first, second):
+            assert evaluate(sess, ret["regularization_op"], both) == pytest.approx(
+                penalty, rel=1e-6)
+        assert [sess.run(loss, both) for loss in regularizers()] == pytest.approx(
+            [] if l2_coef is None else [penalty], rel=1e-6)

@@ -247,8 +247,10 @@ def test_bilm_dump_batched(tmp_path, reference):
     # the default stays the faithful stateful one-sentence-per-run path
     for key, expected in zip(keys, reference_embeddings(SENTENCES, stateful=True)):
         np.testing.assert_array_equal(dumps["faithful"][key], expected)
+    # `reference` runs the stateful graph (TF1's gate order) reset before each
+    # sentence; the stateless graph hoists the input product: rounding only
     for key, expected in zip(keys, reference):
-        np.testing.assert_allclose(dumps["stateless"][key], expected, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(dumps["stateless"][key], expected, atol=1e-5, rtol=0)
         np.testing.assert_allclose(dumps["batched"][key], dumps["stateless"][key],
                                    atol=1e-5, rtol=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [

@@ -151,10 +151,14 @@ def test_empty_batch_and_empty_sentence():
 
 
 def test_long_tokens_are_truncated():
+    """Tokens keep their first 50 - 2 = 48 UTF-8 bytes, exactly."""
     batcher = Batcher(VOCAB_FILE, 50)
-    long_token = "x" * 60
-    ids = batcher.batch_sentences([[long_token], ["x" * 48]])
+    ids = batcher.batch_sentences([["x" * 60], ["x" * 48], ["x" * 47], ["é" * 30]])
+    bow, eow = 258 + 1, 259 + 1  # ids are shifted by 1 for inference
+    np.testing.assert_array_equal(ids[0, 1], [bow] + [ord("x") + 1] * 48 + [eow])
     np.testing.assert_array_equal(ids[0], ids[1])
+    assert not np.array_equal(ids[1], ids[2])  # the 48th byte is kept
+    np.testing.assert_array_equal(ids[3, 1], [bow] + [0xC3 + 1, 0xA9 + 1] * 24 + [eow])
     with tf.Graph().as_default():
         placeholder = tf.placeholder("int32", (None, None, 50))
         ops = BidirectionalLanguageModel(OPTIONS_FILE, WEIGHT_FILE)(placeholder)
@@ -162,6 +166,7 @@ def test_long_tokens_are_truncated():
             sess.run(tf.global_variables_initializer())
             out = sess.run(ops["token_embeddings"], {placeholder: ids})
     np.testing.assert_array_equal(out[0], out[1])
+    assert np.abs(out[1, 1] - out[2, 1]).max() > 1e-4
 
 
 def test_invalid_utf8_dataset_names_line(tmp_path):

@@ -6,16 +6,16 @@ import subprocess
 import sys
 import textwrap
 
+import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bilm import Batcher, BidirectionalLanguageModel, weight_layers
 from bilm.default_model import OPTIONS_FILE, VOCAB_FILE, WEIGHT_FILE
-from bilm.cli import _build_parser
+from bilm.cli import _build_parser, main
 from bundled import PROJ
-from bilm.export import (ElmoModule, directory_size, main,
-                         tokens_to_char_ids)
+from bilm.export import ElmoModule, directory_size, tokens_to_char_ids
 
 MAX_CHARS = 50
 N_LAYERS = 2
@@ -64,9 +64,9 @@ def graph_reference():
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    """The bundled model exported through the `python -m bilm.export` entry point."""
+    """The bundled model exported through the `bilm export` command."""
     path = tmp_path_factory.mktemp("export") / "elmo"
-    assert main(["--options", OPTIONS_FILE, "--weights", WEIGHT_FILE, str(path)]) == 0
+    assert main(["export", "--options", OPTIONS_FILE, "--weights", WEIGHT_FILE, str(path)]) == 0
     print(f"export size of the bundled model: {directory_size(str(path)) / 1e6:.2f} MB")
     return path
 
@@ -122,7 +122,11 @@ def test_default_and_tokens_signatures_agree(loaded):
 def test_saved_model_variables(loaded):
     trainable = sorted(v.name for v in loaded.trainable_variables)
     assert trainable == ["elmo/ELMo_W:0", "elmo/ELMo_gamma:0"]
-    assert len(loaded.variables) > 10
+    with h5py.File(WEIGHT_FILE, "r") as fin:  # one variable per biLM dataset, + W and gamma
+        datasets = []
+        fin.visititems(lambda name, obj: datasets.append(name)
+                       if isinstance(obj, h5py.Dataset) else None)
+    assert len(loaded.variables) == len(datasets) + 2
     assert os.path.isfile(os.path.join(loaded.options_asset.asset_path.numpy().decode()))
 
 
@@ -185,16 +189,34 @@ def test_empty_batch_and_bad_lengths(loaded):
                                     sequence_len=tf.constant([3]))
 
 
-def test_command_line(tmp_path):
+def test_command_line(tmp_path, capsys, monkeypatch):
     args = _build_parser().parse_args(
         ["export", "--options", "o.json", "--weights", "w.hdf5", "out"])
     assert (args.command, args.options, args.weights, args.export_dir) == \
         ("export", "o.json", "w.hdf5", "out")
-    assert callable(args.handler)
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "file").write_text("x")
-    assert main(["--options", OPTIONS_FILE, "--weights", WEIGHT_FILE,
-                 str(tmp_path / "full")]) == 1
-    assert main(["--options", OPTIONS_FILE, "--weights", str(tmp_path / "missing.hdf5"),
-                 str(tmp_path / "out")]) == 1
-    assert not (tmp_path / "out").exists()
+    # errors exit with status 1 and say what was wrong
+    full, out = tmp_path / "full", tmp_path / "out"
+    full.mkdir()
+    (full / "file").write_text("x")
+    assert main(["export", "--options", OPTIONS_FILE, "--weights", WEIGHT_FILE, str(full)]) == 1
+    assert capsys.readouterr().err == (f"bilm export: error: {full} exists and is not "
+                                       "an empty directory\n")
+    missing = tmp_path / "missing.hdf5"
+    assert main(["export", "--options", OPTIONS_FILE, "--weights", str(missing), str(out)]) == 1
+    assert capsys.readouterr().err == f"bilm export: error: weight file not found: {missing}\n"
+    assert main(["export", "--weights", WEIGHT_FILE, str(out)]) == 1
+    assert capsys.readouterr().err == ("bilm export: error: give both --options and "
+                                       "--weights, or neither for the bundled model\n")
+    assert not out.exists()
+
+    # neither --options nor --weights: the bundled model, as `bilm embed`
+    exported = []
+
+    def record_export(options_file, weight_file, export_dir):
+        exported.append((options_file, weight_file, export_dir))
+        os.mkdir(export_dir)
+
+    monkeypatch.setattr("bilm.export.export_saved_model", record_export)
+    assert main(["export", str(out)]) == 0
+    assert exported == [(OPTIONS_FILE, WEIGHT_FILE, str(out))]
+    assert capsys.readouterr().out == f"wrote {out} (0.0 MB)\n"

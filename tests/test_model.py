@@ -1,4 +1,11 @@
-"""The inference biLM against the outputs of the original TF1 code."""
+"""The inference biLM against the outputs of the original TF1 code.
+
+The TF1 fixtures hold the top LSTM layer only (reference README: forward and
+backward halves of layer 2); every other output (layer 0, layer 1, the token
+embeddings) is compared with the NumPy biLM of tests/numpy_bilm.py, run on the
+same batches in the same order (test_numpy_reference.py checks that one
+against the fixtures).
+"""
 import json
 
 import h5py
@@ -7,8 +14,10 @@ import tensorflow.compat.v1 as tf
 
 from bilm import (Batcher, BidirectionalLanguageModel, TokenBatcher,
                   dump_token_embeddings)
+from numpy_bilm import NumpyBiLM
 
 N_BATCHES = 10
+NUMPY_ATOL = 1e-5  # float32 graph vs the float64 NumPy biLM (test_model_vs_numpy.py)
 
 
 def _reference(model_dir):
@@ -23,18 +32,32 @@ def _reference(model_dir):
     return sentences, expected
 
 
-def _run_reference_batches(sess, ops, ids, batcher, sentences, expected):
-    """Run the 10 stateful batches in order; return the largest error."""
+def _run_reference_batches(sess, ops, ids, batcher, sentences, expected, numpy_bilm=None):
+    """Run the 10 stateful batches in order; return the largest error against
+    the TF1 top layer. With `numpy_bilm` (a NumpyBiLM of the same model, fed the
+    character ids of the same batches), every layer and the token embeddings
+    are compared with it as well."""
     largest_error = 0.0
     for i in range(N_BATCHES):
         batch = [sentences[k][i].split() for k in range(3)]
-        lm_embeddings, lengths = sess.run([ops["lm_embeddings"], ops["lengths"]],
-                                          feed_dict={ids: batcher.batch_sentences(batch)})
+        batch_ids = batcher.batch_sentences(batch)
+        out = sess.run(ops, feed_dict={ids: batch_ids})
+        lengths = out["lengths"]
         assert list(lengths) == [len(s) for s in batch]
         for k in range(3):
-            actual = lm_embeddings[k, 2, :lengths[k]]
+            actual = out["lm_embeddings"][k, 2, :lengths[k]]
             assert np.allclose(actual, expected[k][i], atol=1e-6), (i, k)
             largest_error = max(largest_error, float(np.abs(actual - expected[k][i]).max()))
+        if numpy_bilm is not None:
+            reference = numpy_bilm.run(batch_ids)
+            np.testing.assert_array_equal(out["mask"], reference["mask"])
+            for layer in range(reference["lm_embeddings"].shape[1]):
+                np.testing.assert_allclose(
+                    out["lm_embeddings"][:, layer][out["mask"]],
+                    reference["lm_embeddings"][:, layer][reference["mask"]],
+                    atol=NUMPY_ATOL, rtol=0, err_msg=f"batch {i}, layer {layer}")
+            np.testing.assert_allclose(out["token_embeddings"], reference["token_embeddings"],
+                                       atol=NUMPY_ATOL, rtol=0, err_msg=f"batch {i}")
     return largest_error
 
 
@@ -50,9 +73,12 @@ def test_character_input_matches_tf1(tf1_fixtures):
         ops = model(ids)
         assert tf.trainable_variables() == []
         graph = model._graphs[ids]
+        numpy_bilm = NumpyBiLM(model_dir / "options.json", model_dir / "lm_weights.hdf5",
+                               max_batch_size=4)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            error = _run_reference_batches(sess, ops, ids, batcher, sentences, expected)
+            error = _run_reference_batches(sess, ops, ids, batcher, sentences, expected,
+                                           numpy_bilm)
             print(f"largest error vs TF1 (characters): {error:.3g}")
 
             # All batches had 3 rows: row 3 of every state is still zero.
@@ -98,9 +124,12 @@ def test_token_input_matches_tf1(tf1_fixtures, tmp_path):
                                            max_batch_size=4)
         ops = model(ids)
         assert tf.trainable_variables() == []
+        numpy_bilm = NumpyBiLM(options_file, weight_file, use_character_inputs=False,
+                               embedding_weight_file=embedding_file, max_batch_size=4)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            error = _run_reference_batches(sess, ops, ids, batcher, sentences, expected)
+            error = _run_reference_batches(sess, ops, ids, batcher, sentences, expected,
+                                           numpy_bilm)
             print(f"largest error vs TF1 (tokens): {error:.3g}")
 
 
@@ -114,17 +143,38 @@ def test_second_placeholder_shares_weights(tf1_fixtures):
         second = tf.placeholder("int64", (None, None, 50))
         model = BidirectionalLanguageModel(str(model_dir / "options.json"),
                                            str(model_dir / "lm_weights.hdf5"))
-        ops_first, ops_second = model(first), model(second)
+
+        def weights():
+            return [v for v in tf.global_variables() if "lstm_state" not in v.name]
+
+        def states():
+            return [v for v in tf.global_variables() if "lstm_state" in v.name]
+
+        ops_first = model(first)
+        weights_first, states_first = weights(), states()
+        with h5py.File(model_dir / "lm_weights.hdf5", "r") as fin:
+            n_datasets = len([name for name in _dataset_names(fin)])
+        assert len(weights_first) == n_datasets  # one variable per hdf5 dataset
+        assert all(v.name.startswith("bilm/") for v in weights_first)
+        ops_second = model(second)
         assert model(first) is ops_first
-        weights = [v for v in tf.global_variables() if "lstm_state" not in v.name]
-        assert len({v.name for v in weights}) == len(weights)
-        assert all(v.name.startswith("bilm/") for v in weights)
+        # the second placeholder reuses every weight variable (no copy) and
+        # gets LSTM states of its own
+        assert weights() == weights_first
+        assert len(states()) == 2 * len(states_first)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             a = sess.run(ops_first["lm_embeddings"], {first: batch})
             b = sess.run(ops_second["lm_embeddings"], {second: batch})
     # each placeholder has its own LSTM states, so both start from zero
     np.testing.assert_array_equal(a, b)
+
+
+def _dataset_names(hdf5_file):
+    names = []
+    hdf5_file.visititems(lambda name, obj: names.append(name)
+                         if isinstance(obj, h5py.Dataset) else None)
+    return names
 
 
 def test_stateless_mode_ignores_previous_batches(tf1_fixtures):

@@ -4,7 +4,9 @@ Corpora: the reference corpus of the original library (`tf1_fixtures`,
 skipped when BILM_REFERENCE_DIR is unset) and one generated here. Every model
 is small enough to train in a few seconds on two CPU cores.
 """
+import collections
 import json
+import math
 import os
 import random
 import subprocess
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from bilm import training
+from bilm import checkpoints, training
 from bilm.data import (Batcher, BidirectionalLMDataset, InvalidNumberOfCharacters,
                        LMDataset, TokenBatcher)
 from bilm.model import BidirectionalLanguageModel
@@ -113,21 +115,55 @@ def train_and_test(tmp_path, corpus_dir, bidirectional, use_chars, **extra) -> f
 
 
 # ---------------------------------------------------------------------------
-# Learning: each configuration reaches perplexity < 20 on its training text
+# Learning: each configuration predicts its training text better than word
+# frequencies can
 # ---------------------------------------------------------------------------
 
+def unigram_perplexity(corpus_dir: Path) -> float:
+    """Perplexity on data.txt of data.txt's own word frequencies (vocabulary
+    words, <UNK> for the rest, one sentence end per line): the best a model
+    that learned nothing but frequencies can do."""
+    vocab = set((corpus_dir / "vocab.txt").read_text(encoding="utf-8").split())
+    counts = collections.Counter()
+    for line in (corpus_dir / "data.txt").read_text(encoding="utf-8").splitlines():
+        if line.split():
+            counts.update(t if t in vocab else "<UNK>" for t in line.split())
+            counts["</S>"] += 1
+    n = sum(counts.values())
+    return math.exp(-sum(c / n * math.log(c / n) for c in counts.values()))
+
+
+def learned_bound(corpus_dir: Path) -> float:
+    """The perplexity a trained model must beat on its training text.
+
+    Generated corpus: half its unigram perplexity (15.0 -> 7.5); the four
+    configurations below reach 2.4-5.9. The reference corpus (134 tokens,
+    most of them <UNK>) does not take 50 epochs of a tiny model much below
+    its unigram perplexity (16.2; measured 12.3-16.6), so it keeps the
+    original test's bound, 20, which only rules out a model that did not
+    train (about 32, its vocabulary size).
+    """
+    if corpus_dir.parent.name == "tf1-fixtures":
+        return 20.0
+    return unigram_perplexity(corpus_dir) / 2
+
+
+def test_unigram_perplexity_of_the_generated_corpus(generated):
+    assert unigram_perplexity(generated) == pytest.approx(15.0, abs=0.05)
+
+
 def test_train_single_direction_words(tmp_path, corpus):
-    assert train_and_test(tmp_path, corpus, False, False) < 20.0
+    assert train_and_test(tmp_path, corpus, False, False) < learned_bound(corpus)
 
 
 def test_train_bilm_chars(tmp_path, corpus):
-    assert train_and_test(tmp_path, corpus, True, True) < 20.0
+    assert train_and_test(tmp_path, corpus, True, True) < learned_bound(corpus)
 
 
 def test_train_shared_softmax_embedding(tmp_path, corpus):
     perplexity = train_and_test(tmp_path, corpus, True, False,
                                 share_embedding_softmax=True)
-    assert perplexity < 20.0
+    assert perplexity < learned_bound(corpus)
     names = {name for name, _ in tf.train.list_variables(str(tmp_path / "save"))}
     assert "lm/embedding" in names and "lm/softmax/b" in names
     assert "lm/softmax/W" not in names
@@ -135,7 +171,7 @@ def test_train_shared_softmax_embedding(tmp_path, corpus):
 
 def test_train_skip_connections(tmp_path, corpus):
     lstm = {"dim": 16, "projection_dim": 8, "n_layers": 2, "use_skip_connections": True}
-    assert train_and_test(tmp_path, corpus, True, False, lstm=lstm) < 20.0
+    assert train_and_test(tmp_path, corpus, True, False, lstm=lstm) < learned_bound(corpus)
 
 
 def test_char_inputs_cannot_share_softmax(tmp_path, generated):
@@ -348,7 +384,7 @@ def rename_to_tf1_cell_names(ckpt_file: str, out_dir: Path) -> None:
     with tf.Graph().as_default():
         variables = []
         for name in reader.get_variable_to_shape_map():
-            old = training._old_cell_name(name)
+            old = checkpoints._old_cell_name(name)
             variables.append(tf.Variable(reader.get_tensor(name), name=old))
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
