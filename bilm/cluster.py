@@ -49,15 +49,14 @@ import glob
 import json
 import logging
 import os
-import signal
-import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow.compat.v1 as tf
+
+from .waiting import Watch, is_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -339,61 +338,6 @@ def worker_shards(filepattern: str, cluster: Optional[Cluster]) -> DataShare:
     return share
 
 
-def is_reachable(host: str, timeout: float = 1.0) -> bool:
-    """Whether a server listens at host:port (a TCP connection succeeds): a
-    task whose server does not answer has not started yet, or has ended."""
-    name, _, port = host.rpartition(":")
-    try:
-        with socket.create_connection((name, int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-class _Watch(object):
-    """Logs, from a daemon thread, while the main thread is inside
-    `waiting(describe)` for longer than `every` seconds, then every `every`
-    seconds: "<who>: waiting <s> s for <describe()>"."""
-
-    def __init__(self, who: str, every: float):
-        self._who, self._every = who, every
-        self._lock = threading.Lock()
-        self._current: Optional[list] = None  # [describe, started, last logged]
-        self._thread: Optional[threading.Thread] = None
-
-    @contextlib.contextmanager
-    def waiting(self, describe: Callable[[], str]):
-        now = time.monotonic()
-        with self._lock:
-            self._current = [describe, now, now]
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name="bilm-cluster-watch")
-                self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._current = None
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(min(self._every / 4, 1.0))
-            with self._lock:
-                current = self._current
-                now = time.monotonic()
-                if current is None or now - current[2] < self._every:
-                    continue
-                current[2] = now
-            describe, started = current[0], current[1]
-            try:
-                what = describe()
-            except Exception as err:  # the log line must not kill the watch
-                what = f"other tasks (could not ask the ps: {err})"
-            logger.warning("%s: waiting %.0f s for %s", self._who,
-                           time.monotonic() - started, what)
-
-
 class SessionCreator(tf.train.SessionCreator):
     """The chief's or a worker's session for a tf.train.MonitoredSession.
 
@@ -413,6 +357,7 @@ class SessionCreator(tf.train.SessionCreator):
         self._poll_secs, self._max_wait_secs = poll_secs, max_wait_secs
         # a context manager around the wait (ClusterRun logs what it waits for)
         self._waiting = waiting or contextlib.nullcontext
+        self.session: Optional[tf.Session] = None  # the last one created
 
     def create_session(self) -> tf.Session:
         self._scaffold.finalize()
@@ -423,12 +368,14 @@ class SessionCreator(tf.train.SessionCreator):
             graph=tf.get_default_graph(), recovery_wait_secs=self._poll_secs)
         with self._waiting():
             if self._is_chief:
-                return manager.prepare_session(
+                self.session = manager.prepare_session(
                     self._master, saver=self._scaffold.saver,
                     checkpoint_dir=self._checkpoint_dir, config=self._config,
                     init_op=self._scaffold.init_op)
-            return manager.wait_for_session(self._master, config=self._config,
-                                            max_wait_secs=self._max_wait_secs)
+            else:
+                self.session = manager.wait_for_session(
+                    self._master, config=self._config, max_wait_secs=self._max_wait_secs)
+        return self.session
 
 
 # ---------------------------------------------------------------------------
@@ -645,9 +592,12 @@ class ClusterRun(object):
     Build it in the training graph, after `replicas` (it runs their ops).
 
       run = ClusterRun(cluster, server.target, graph.replicas, save_dir)
+      chief_restarted = run.variables_are_initialized(scaffold)
       with run.ending(), tf.train.MonitoredSession(
               session_creator=run.session_creator(scaffold)) as sess:
           ... run.run_step(sess, fetches, feed_dict, step) ...
+
+    Ctrl-C reaches a task blocked in one of these waits (`bilm.waiting.Watch`).
     """
 
     def __init__(self, cluster: Cluster, target: str, replicas: SyncReplicas,
@@ -657,9 +607,11 @@ class ClusterRun(object):
         self._checkpoint_dir = checkpoint_dir
         self._graph = tf.get_default_graph()
         self._config = session_config(cluster)
-        self._watch = _Watch(cluster.name, cluster.wait_log_every)
+        self._watch = Watch(cluster.name, cluster.wait_log_every)
         self._side_session: Optional[tf.Session] = None
         self._side_session_lock = threading.Lock()
+        self._creator: Optional[SessionCreator] = None
+        self._interrupted = False
         self._step_options = None
         if cluster.is_chief and cluster.worker_timeout is not None:
             self._step_options = tf.RunOptions(
@@ -667,30 +619,73 @@ class ClusterRun(object):
 
     # -- waiting ------------------------------------------------------------
 
+    def variables_are_initialized(self, scaffold: tf.train.Scaffold) -> bool:
+        """Chief: whether the ps tasks hold initialised variables already (a
+        chief that finds them so was restarted while they kept running).
+        False on the other workers."""
+        if not self.cluster.is_chief:
+            return False
+        scaffold.finalize()
+        with self._watch.listening(), self._watch.waiting(self._describe_ps_wait) as wait:
+            for _ in range(60):
+                try:
+                    with tf.Session(self._target, graph=self._graph,
+                                    config=self._config) as sess:
+                        wait.cancel = lambda: self._cancel(sess)
+                        return len(self._interruptible(sess.run, scaffold.ready_op)) == 0
+                except (tf.errors.UnavailableError, tf.errors.AbortedError) as err:
+                    logger.info("a ps task is not reachable yet (%s); retrying",
+                                err.message[:200])
+                    time.sleep(1.0)
+        return False
+
     def session_creator(self, scaffold: tf.train.Scaffold) -> SessionCreator:
         """The chief's or a worker's SessionCreator; logs while it waits (for
         the ps tasks, or for the chief to initialise the variables)."""
         if self.cluster.is_chief:
-            describe = lambda: "the ps task(s) to serve the variables" + \
-                self._unreachable_suffix("ps", range(len(self.cluster.ps_hosts)))
+            describe = self._describe_ps_wait
         else:
             describe = lambda: "the chief to initialise the variables" + \
                 self._unreachable_suffix("worker", [0])
-        return SessionCreator(scaffold, self._target, self._config,
-                              self.cluster.is_chief, self._checkpoint_dir,
-                              waiting=lambda: self._watch.waiting(describe))
+        self._creator = SessionCreator(scaffold, self._target, self._config,
+                                       self.cluster.is_chief, self._checkpoint_dir,
+                                       waiting=lambda: self._watch.waiting(describe))
+        return self._creator
 
     def run_step(self, sess, fetches, feed_dict: dict, step: int):
         """sess.run(fetches, feed_dict) of the training step at global step
         `step`, logging whom it waits for; on the chief, WorkerTimeoutError
         after worker_timeout seconds."""
-        with self._watch.waiting(lambda: self._describe_step_wait(step)):
+        with self._watch.waiting(lambda: self._describe_step_wait(step)) as wait:
+            if self._creator is not None and self._creator.session is not None:
+                wait.cancel = lambda: self._cancel(self._creator.session)
             try:
-                return sess.run(fetches, feed_dict=feed_dict, options=self._step_options)
+                return self._interruptible(sess.run, fetches, feed_dict=feed_dict,
+                                           options=self._step_options)
             except tf.errors.DeadlineExceededError:
                 if self._step_options is None:
                     raise
                 raise WorkerTimeoutError(self._timeout_message(step)) from None
+
+    def _cancel(self, session: tf.Session) -> None:
+        """Ctrl-C during a wait (the watch thread): end the blocked call."""
+        self._interrupted = True
+        session.close()
+
+    def _interruptible(self, run: Callable, *args, **kwargs):
+        """run(*args, **kwargs); KeyboardInterrupt when Ctrl-C closed its session
+        (the call then fails with CancelledError, or with RuntimeError if the
+        session was closed before the call began)."""
+        try:
+            return run(*args, **kwargs)
+        except (tf.errors.CancelledError, RuntimeError):
+            if self._interrupted:
+                raise KeyboardInterrupt from None
+            raise
+
+    def _describe_ps_wait(self) -> str:
+        return "the ps task(s) to serve the variables" + \
+            self._unreachable_suffix("ps", range(len(self.cluster.ps_hosts)))
 
     def idle_until_stopped(self, sess, step: int) -> int:
         """Non-chief whose data ran out: push empty gradients at each global
@@ -777,7 +772,8 @@ class ClusterRun(object):
         most END_WAIT_SECS), then ends the ps tasks. Any other error ends
         nothing: the task may be restarted to resume the run."""
         try:
-            yield
+            with self._watch.listening():
+                yield
         except (WorkerTimeoutError, KeyboardInterrupt):
             if self.cluster.is_chief:
                 self._end_run(stop_workers=True)
@@ -853,169 +849,3 @@ class ClusterRun(object):
 
 def _deadline(seconds: float) -> tf.RunOptions:
     return tf.RunOptions(timeout_in_ms=int(seconds * 1000))
-
-
-# ---------------------------------------------------------------------------
-# A cluster of processes on this machine
-# ---------------------------------------------------------------------------
-
-def free_ports(n: int) -> List[int]:
-    """n distinct free TCP ports of localhost (bound to port 0 together, then
-    released for the servers to take)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("localhost", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-class LocalCluster(object):
-    """Runs `command` once per task of a cluster on localhost, adding each
-    task's --ps_hosts/--worker_hosts/--job_name/--task_index.
-
-    Every line a task prints goes to `echo` prefixed with "[job index] " and
-    is kept in `logs[(job, index)]` (across restarts of the task). Leaving
-    the `with` block ends every process still running.
-    """
-
-    def __init__(self, command: Sequence[str], n_ps: int, n_workers: int,
-                 env: Optional[Mapping[str, str]] = None,
-                 echo: Optional[Callable[[str], None]] = print):
-        if n_ps < 1 or n_workers < 1:
-            raise ClusterError(f"a cluster needs at least one ps and one worker, got "
-                               f"{n_ps} ps and {n_workers} worker(s)")
-        ports = free_ports(n_ps + n_workers)
-        self.ps_hosts = [f"localhost:{port}" for port in ports[:n_ps]]
-        self.worker_hosts = [f"localhost:{port}" for port in ports[n_ps:]]
-        self.command = list(command)
-        self.env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
-        self.echo = echo
-        self.processes: Dict[Tuple[str, int], subprocess.Popen] = {}
-        self.logs: Dict[Tuple[str, int], List[str]] = {}
-        self._readers: List[threading.Thread] = []
-
-    def task_flags(self, job: str, index: int) -> List[str]:
-        return ["--ps_hosts", ",".join(self.ps_hosts),
-                "--worker_hosts", ",".join(self.worker_hosts),
-                "--job_name", job, "--task_index", str(index)]
-
-    def start(self, job: str, index: int,
-              command: Optional[Sequence[str]] = None) -> subprocess.Popen:
-        """Start (or restart, once it has ended) one task, with `command`
-        instead of the cluster's if given."""
-        task = (job, index)
-        if task in self.processes and self.processes[task].poll() is None:
-            raise RuntimeError(f"{job} {index} is still running")
-        command = self.command if command is None else list(command)
-        process = subprocess.Popen(command + self.task_flags(job, index),
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=self.env, text=True,
-                                   errors="replace")
-        self.processes[task] = process
-        self.logs.setdefault(task, [])
-        reader = threading.Thread(target=self._read, args=(task, process), daemon=True)
-        reader.start()
-        self._readers.append(reader)
-        return process
-
-    def _read(self, task: Tuple[str, int], process: subprocess.Popen) -> None:
-        prefix = f"[{task[0]} {task[1]}] "
-        for line in process.stdout:
-            self.logs[task].append(line)
-            if self.echo is not None:
-                self.echo(prefix + line.rstrip("\n"))
-        process.stdout.close()
-
-    def start_all(self) -> None:
-        for index in range(len(self.ps_hosts)):
-            self.start("ps", index)
-        for index in range(len(self.worker_hosts)):
-            self.start("worker", index)
-
-    def kill(self, job: str, index: int) -> None:
-        """SIGKILL one task (a crash: no clean-up in the process)."""
-        process = self.processes[(job, index)]
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-
-    def wait_for_workers(self, timeout: float) -> Dict[int, Optional[int]]:
-        """Wait until every worker has ended, or one has failed, or `timeout`
-        seconds; returns each worker's exit code (None: still running)."""
-        return self._wait_for("worker", len(self.worker_hosts), timeout)
-
-    def wait_for_ps(self, timeout: float) -> Dict[int, Optional[int]]:
-        """Wait until every ps task has ended, or one has failed, or `timeout`
-        seconds; returns each ps task's exit code (None: still running)."""
-        return self._wait_for("ps", len(self.ps_hosts), timeout)
-
-    def _wait_for(self, job: str, n_tasks: int, timeout: float) -> Dict[int, Optional[int]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            codes = {index: self.processes[(job, index)].poll() for index in range(n_tasks)}
-            done = all(code is not None for code in codes.values())
-            failed = any(code not in (None, 0) for code in codes.values())
-            if done or failed or time.monotonic() > deadline:
-                return codes
-            time.sleep(0.2)
-
-    def stop(self, grace_secs: float = 5.0) -> None:
-        """End every running task: SIGTERM, then SIGKILL after `grace_secs`."""
-        running = [p for p in self.processes.values() if p.poll() is None]
-        for process in running:
-            process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_secs
-        for process in running:
-            try:
-                process.wait(max(deadline - time.monotonic(), 0.01))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for reader in self._readers:
-            reader.join(timeout=2)
-
-    def __enter__(self) -> "LocalCluster":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-
-def launch_local_cluster(command: Sequence[str], n_ps: int, n_workers: int,
-                         timeout: float, ps_exit_secs: float = 30.0) -> int:
-    """Run a cluster on localhost until it ends: 0 when every worker
-    succeeded and every ps task then exited with 0 on its own (one still
-    running `ps_exit_secs` after the workers is ended, with a warning);
-    1 when a task failed (the others are then ended: they could wait for it
-    forever) or `timeout` seconds passed."""
-    with LocalCluster(command, n_ps, n_workers, echo=lambda line: print(line, flush=True)
-                      ) as cluster:
-        logger.info("ps %s, workers %s", ",".join(cluster.ps_hosts),
-                    ",".join(cluster.worker_hosts))
-        cluster.start_all()
-        codes = cluster.wait_for_workers(timeout)
-        failed = {index: code for index, code in codes.items() if code not in (None, 0)}
-        if failed:
-            logger.error("worker(s) failed (exit codes %s); ending the cluster", failed)
-            return 1
-        if any(code is None for code in codes.values()):
-            logger.error("the workers did not finish within %.0f s; ending the cluster",
-                         timeout)
-            return 1
-        logger.info("all %d workers finished; waiting for the ps tasks to end", n_workers)
-        ps_codes = cluster.wait_for_ps(ps_exit_secs)
-        failed = {index: code for index, code in ps_codes.items() if code not in (None, 0)}
-        if failed:
-            logger.error("ps task(s) failed (exit codes %s)", failed)
-            return 1
-        running = [index for index, code in ps_codes.items() if code is None]
-        if running:
-            logger.warning("ps task(s) %s did not end within %.0f s of the workers "
-                           "(they missed the chief's end-of-run signal); ending them",
-                           running, ps_exit_secs)
-        else:
-            logger.info("every task ended on its own with exit status 0")
-        return 0

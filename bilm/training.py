@@ -25,7 +25,7 @@ import tensorflow.compat.v1 as tf
 from .checkpoints import (_write_json, checkpoint_name_map,
                           dump_weights, load_options_latest_checkpoint,
                           restore_checkpoint)
-from .cluster import (STOP_TOKEN, Cluster, ClusterRun, session_config, start_server,
+from .cluster import (STOP_TOKEN, Cluster, ClusterRun, start_server,
                       worker_shards)
 from .data import (BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary,
                    Vocabulary)
@@ -320,8 +320,7 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
                                      local_init_op=tf.group(*local_init_ops),
                                      saver=graph.saver)
         run = ClusterRun(cluster, server.target, graph.replicas, tf_save_dir)
-        chief_restarted = cluster.is_chief and _variables_are_initialized(
-            scaffold, server.target, session_config(cluster))
+        chief_restarted = run.variables_are_initialized(scaffold)
         summary_writer = (tf.summary.FileWriter(tf_log_dir, tf.get_default_graph())
                           if cluster.is_chief else None)
         try:
@@ -342,21 +341,6 @@ def _train_in_cluster(options: dict, data, n_gpus: int, tf_save_dir: str,
         finally:
             if summary_writer is not None:
                 summary_writer.close()
-
-
-def _variables_are_initialized(scaffold: tf.train.Scaffold, target: str,
-                               config: tf.ConfigProto) -> bool:
-    """Whether the ps tasks hold initialised variables already (a chief that
-    finds them so was restarted while they kept running)."""
-    scaffold.finalize()
-    for attempt in range(60):
-        try:
-            with tf.Session(target, config=config) as sess:
-                return len(sess.run(scaffold.ready_op)) == 0
-        except (tf.errors.UnavailableError, tf.errors.AbortedError) as err:
-            logger.info("a ps task is not reachable yet (%s); retrying", err.message[:200])
-            time.sleep(1.0)
-    return False
 
 
 def _import_checkpoint(options: dict, ckpt_file: str, tf_save_dir: str) -> str:

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bilm.cluster import launch_local_cluster  # noqa: E402
+from bilm.local_cluster import launch_local_cluster  # noqa: E402
 
 BIN_DIR = os.path.dirname(os.path.abspath(__file__))
 

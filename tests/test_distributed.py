@@ -1,4 +1,5 @@
-"""Training on TensorFlow's distributed runtime (bilm/cluster.py), on localhost.
+"""Training on TensorFlow's distributed runtime (bilm/cluster.py), on localhost
+(bilm/local_cluster.py), and waiting visibly (bilm/waiting.py).
 
 Every cluster here is a set of local processes on free ports (`LocalCluster`),
 bounded by timeouts and ended when the test ends, pass or fail. The tiny
@@ -30,11 +31,13 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 from bilm import training  # noqa: E402
 from bilm.cluster import (EXIT_WORKER_TIMEOUT, Cluster, ClusterError,  # noqa: E402
-                          DataShare, LocalCluster, add_cluster_arguments,
-                          cluster_from_args, cluster_from_tf_config, resolve_cluster,
-                          run_parameter_server, worker_shards)
+                          DataShare, add_cluster_arguments, cluster_from_args,
+                          cluster_from_tf_config, resolve_cluster, run_parameter_server,
+                          worker_shards)
 from bilm.corpus import count_train_tokens  # noqa: E402
 from bilm.data import BidirectionalLMDataset, LMDataset  # noqa: E402
+from bilm.local_cluster import LocalCluster, free_ports  # noqa: E402
+from bilm.waiting import Watch, is_reachable  # noqa: E402
 from bilm.training import (load_data, load_options_latest_checkpoint,  # noqa: E402
                            load_vocab, test, train)
 
@@ -236,6 +239,30 @@ def test_wait_flags():
         resolve_cluster("h:0", "h:1", "worker", worker_timeout=0, environ={})
 
 
+def test_watch_logs_while_waiting_and_is_reachable_tells_a_live_server(caplog):
+    import socket
+    server = socket.socket()
+    server.bind(("localhost", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        assert is_reachable(f"localhost:{port}")
+    finally:
+        server.close()
+    assert not is_reachable(f"localhost:{port}")
+    assert not is_reachable(f"localhost:{free_ports(1)[0]}")
+
+    watch = Watch("worker 3", every=0.2)
+    with caplog.at_level(logging.WARNING, logger="bilm.waiting"):
+        with watch.waiting(lambda: "the chief's update (somewhere)"):
+            time.sleep(0.9)
+        time.sleep(0.5)  # nothing more once the wait is over
+    lines = [r.getMessage() for r in caplog.records if r.name == "bilm.waiting"]
+    assert 2 <= len(lines) <= 5, lines
+    assert all(re.fullmatch(r"worker 3: waiting \d+ s for the chief's update \(somewhere\)",
+                            line) for line in lines), lines
+
+
 # ---------------------------------------------------------------------------
 # 1 ps + 2 workers on one file: a run, how it ends, what its checkpoint
 # restores into
@@ -358,7 +385,7 @@ def rows(batch: dict, start: int, stop: int) -> dict:
 
 
 @pytest.mark.parametrize("n_ps, towers_per_worker, data_runs_out",
-                         [(1, 1, False), (2, 2, False), (1, 1, True)])
+                         [(2, 2, False), (1, 1, True)])
 def test_one_synchronous_step_equals_towers_in_one_process(corpus, tmp_path, n_ps,
                                                            towers_per_worker,
                                                            data_runs_out):
@@ -367,7 +394,8 @@ def test_one_synchronous_step_equals_towers_in_one_process(corpus, tmp_path, n_p
     data_runs_out: worker 1 has one batch, the chief two. Worker 1's batch is
     the chief's first, so the first update (the average of two equal
     gradients) and the second (the chief's gradient alone: worker 1 sends
-    empty ones) are those of one tower training on the chief's batches."""
+    empty ones) are those of one tower training on the chief's batches. (The
+    other case averages different gradients, on 2 ps tasks.)"""
     vocab = load_vocab(str(corpus / "vocab.txt"))
     batch_size, unroll_steps, n_towers = 3, 5, 2 * towers_per_worker
     n_steps = 2 if data_runs_out else 1
@@ -469,8 +497,8 @@ def test_a_restarted_worker_rejoins(corpus, tmp_path):
 def test_a_restarted_chief_or_ps_resumes_from_the_last_checkpoint(corpus, tmp_path):
     save_dir = tmp_path / "save"
     n_steps = 12 * steps_per_epoch(corpus, 2)
-    with LocalCluster(TRAIN_ELMO + train_args(corpus, save_dir, 12, 10), 1, 2, env=ENV,
-                      echo=None) as cluster:
+    command = TRAIN_ELMO + train_args(corpus, save_dir, 12, 10) + ["--wait_log_every", "2"]
+    with LocalCluster(command, 1, 2, env=ENV, echo=None) as cluster:
         cluster.start_all()
         restored = []
         for task in (("worker", 0), ("ps", 0)):
@@ -488,6 +516,10 @@ def test_a_restarted_chief_or_ps_resumes_from_the_last_checkpoint(corpus, tmp_pa
     assert f"chief: training from global step {restored[0]} to {n_steps}" in chief_log
     assert "An error was raised. This may be due to a preemption" in chief_log
     assert chief_log.count("the ps tasks kept the variables of a chief that ended") == 1
+    # while the chief was gone, worker 1 said whom it waited for
+    assert re.search(r"worker 1: waiting \d+ s for the chief's update of global step \d+ "
+                     rf"\(chief at {cluster.worker_hosts[0]}: server does not answer",
+                     log_text(cluster, "worker", 1))
     state = tf.train.get_checkpoint_state(str(save_dir))
     assert state.model_checkpoint_path.endswith(f"model.ckpt-{n_steps}")
     assert len(state.all_model_checkpoint_paths) <= training.MAX_CHECKPOINTS_TO_KEEP
@@ -505,12 +537,13 @@ def test_a_restarted_chief_or_ps_resumes_from_the_last_checkpoint(corpus, tmp_pa
 # ---------------------------------------------------------------------------
 
 def test_a_worker_that_fails_at_start_up_is_named_by_the_chief(one_file, tmp_path):
+    """...and Ctrl-C stops the waiting chief, which ends the ps task too."""
     save_dir = tmp_path / "save"
     args = train_args(one_file, save_dir, n_epochs=2, checkpoint_every=1000)
     command = TRAIN_ELMO + args + ["--wait_log_every", "2"]
     with LocalCluster(command, 1, 2, env=ENV, echo=None) as cluster:
         cluster.start("ps", 0)
-        cluster.start("worker", 0)
+        chief = cluster.start("worker", 0)
         # worker 1 stops before it starts its server
         broken = cluster.start("worker", 1, command=TRAIN_ELMO + [
             *args[:2], "--vocab_file", str(tmp_path / "no_such_vocab.txt"), *args[4:]])
@@ -522,17 +555,20 @@ def test_a_worker_that_fails_at_start_up_is_named_by_the_chief(one_file, tmp_pat
         named_after = time.monotonic() - started
         assert broken.poll() not in (None, 0)
         assert "no_such_vocab.txt" in log_text(cluster, "worker", 1)
-        chief_log = log_text(cluster, "worker", 0)
         assert re.search(r"chief: waiting \d+ s for the gradients of global step 0 from "
-                         rf"worker 1 \({worker_1}", chief_log)
-        assert cluster.processes[("worker", 0)].poll() is None  # it waits, as it should
+                         rf"worker 1 \({worker_1}", log_text(cluster, "worker", 0))
+        assert chief.poll() is None  # it waits, as it should
 
-        # the chief takes worker 1 once it comes, and the run ends for all
-        cluster.start("worker", 1)
-        codes = cluster.wait_for_workers(timeout=90)
-        assert codes == {0: 0, 1: 0}, all_logs(cluster)
+        chief.send_signal(signal.SIGINT)
+        chief.wait(timeout=30)
         assert cluster.wait_for_ps(timeout=30) == {0: 0}, all_logs(cluster)
-    assert latest_step(save_dir) == 2 * steps_per_epoch(one_file, 2)
+    chief_log = log_text(cluster, "worker", 0)
+    assert chief.returncode != 0
+    for line in ["chief: interrupted while waiting; stopping",
+                 "interrupted at global step 0; the last checkpoint is",
+                 f"chief: every worker finished but worker 1 ({worker_1})",
+                 "chief: sent ps 0"]:
+        assert line in chief_log, chief_log[-3000:]
     print(f"the chief named worker 1 {named_after:.0f} s after the cluster started")
 
 
