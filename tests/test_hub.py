@@ -392,5 +392,6 @@ def test_cli_export_by_name(environment, cache, tmp_path, monkeypatch, capsys):
     assert main(["export", "--model", "small", export_dir]) == 0
     assert calls == [(str(cache / RELEASE / OPTIONS_NAME), str(cache / RELEASE / WEIGHTS_NAME),
                       export_dir)]
-    assert main(["export", export_dir]) == 1
-    assert "give both --options and --weights or --model NAME" in capsys.readouterr().err
+    assert main(["export", "--model", "small", "--options", "o.json", export_dir]) == 1
+    assert "give --model or --options/--weights, not both" in capsys.readouterr().err
+    assert len(calls) == 1
