@@ -30,6 +30,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from bilm import dump_bilm_embeddings  # noqa: E402
 from bilm.embedder import Embedder  # noqa: E402
 from bilm.weights import write_random_weights  # noqa: E402
+from matmul_rate import matmul_flops  # noqa: E402
 
 STANDARD_OPTIONS = {
     "lstm": {"dim": 4096, "projection_dim": 512, "n_layers": 2, "cell_clip": 3,
@@ -55,22 +56,6 @@ def flop_per_token(options: dict) -> float:
     per_cell = (proj + proj) * 4 * dim + dim * proj
     macs += 2 * lstm["n_layers"] * per_cell
     return 2.0 * macs
-
-
-def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 FLOP/s of a size^3 matrix product in graph mode."""
-    with tf.Graph().as_default():
-        a = tf.Variable(tf.random.normal([size, size]))
-        b = tf.Variable(tf.random.normal([size, size]))
-        product = tf.reduce_sum(tf.matmul(a, b))
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            sess.run(product)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                sess.run(product)
-            elapsed = time.perf_counter() - start
-    return 2.0 * size ** 3 * repeats / elapsed
 
 
 def make_sentences(n: int, seed: int = 0) -> list:

@@ -36,6 +36,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
+from matmul_rate import matmul_flops  # noqa: E402
+
 FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 VOCAB_SIZE = 50000
 
@@ -86,23 +88,6 @@ def forward_macs_per_token(options: dict) -> dict:
 def flop_per_token(options: dict) -> float:
     """Nominal FLOPs of one training token, forward + backward (= 3 x forward)."""
     return 3 * 2.0 * sum(forward_macs_per_token(options).values())
-
-
-def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 FLOP/s of a size^3 matrix product in graph mode."""
-    import tensorflow.compat.v1 as tf
-    with tf.Graph().as_default():
-        a = tf.Variable(tf.random.normal([size, size]))
-        b = tf.Variable(tf.random.normal([size, size]))
-        product = tf.reduce_sum(tf.matmul(a, b))
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            sess.run(product)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                sess.run(product)
-            elapsed = time.perf_counter() - start
-    return 2.0 * size ** 3 * repeats / elapsed
 
 
 def write_corpus(workdir: str, n_tokens: int, seed: int = 0, zipf: float = 1.1) -> dict:

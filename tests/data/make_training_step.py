@@ -57,16 +57,21 @@ def make_batches(rng: np.random.Generator, n_batches: int) -> list:
     return batches
 
 
-def main() -> None:
-    rng = np.random.default_rng(0)
-    batches = make_batches(rng, 2)
+def run_steps(batches: list, initial_values: dict = None):
+    """Train on `batches` in order, LSTM states carried, from the graph's
+    seeded initial values or from `initial_values` {variable name: array}.
+    Returns (values before, values after, perplexities, final states)."""
     with tf.Graph().as_default():
         tf.set_random_seed(0)
         graph = training._TrainingGraph(OPTIONS, 1)
-        variables = tf.global_variables()
+        variables = {v.op.name: v for v in tf.global_variables()}
+        if initial_values is not None and sorted(variables) != sorted(initial_values):
+            raise ValueError("the graph's variable names differ from the saved ones")
         with tf.Session(config=tf.ConfigProto(allow_soft_placement=True)) as sess:
             sess.run(graph.init_op)
-            before = dict(zip([v.op.name for v in variables], sess.run(variables)))
+            for name, value in (initial_values or {}).items():
+                variables[name].load(value, sess)
+            before = dict(zip(variables, sess.run(list(variables.values()))))
             states = [np.zeros(t.shape.as_list(), np.float32)
                       for t in graph.init_state_tensors]
             perplexities = []
@@ -75,7 +80,14 @@ def main() -> None:
                     [graph.train_op, graph.train_perplexity, graph.final_state_tensors],
                     graph.batch_feed(batch, states, OPTIONS["batch_size"]))
                 perplexities.append(perplexity)
-            after = dict(zip([v.op.name for v in variables], sess.run(variables)))
+            after = dict(zip(variables, sess.run(list(variables.values()))))
+    return before, after, perplexities, states
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    batches = make_batches(rng, 2)
+    before, after, perplexities, states = run_steps(batches)
     arrays = {f"before/{k}": v for k, v in before.items()}
     arrays.update({f"after/{k}": v for k, v in after.items()})
     for n, batch in enumerate(batches):
