@@ -239,7 +239,12 @@ def run_worker(library: str, config: str, files: dict, n_batches: int, n_warmup:
         batches = data.iter_batches(options["batch_size"], options["unroll_steps"])
         step_seconds, feed_seconds, distinct = [], [], []
         breakdown = {}
-        with tf.Session(config=tf.ConfigProto(allow_soft_placement=True)) as sess:
+        session_config = tf.ConfigProto(allow_soft_placement=True)
+        if os.environ.get("BILM_BENCH_THREADS"):  # "intra,inter", e.g. "1,2"
+            intra, inter = map(int, os.environ["BILM_BENCH_THREADS"].split(","))
+            session_config.intra_op_parallelism_threads = intra
+            session_config.inter_op_parallelism_threads = inter
+        with tf.Session(config=session_config) as sess:
             sess.run(init)
             state_values = [np.zeros(t.shape.as_list(), np.float32) for t in init_states]
             for batch_no in range(n_warmup + n_batches + (1 if trace else 0)):
