@@ -268,15 +268,12 @@ def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf
     input_dim = int(inputs.shape[-1])
     input_kernel = weights.kernel[:input_dim]
     recurrent_kernel = weights.kernel[input_dim:]
-    batch_size = tf.shape(inputs)[0]
     n_steps = tf.shape(inputs)[1]
     # Time-major [T, B, 4*dim] so the loop reads one contiguous step at a
     # time; transposing the inputs is 8x cheaper than transposing the gates.
     time_major_inputs = tf.transpose(inputs, [1, 0, 2])
     if not tf1_gate_order:
-        input_gates = tf.matmul(tf.reshape(time_major_inputs, [-1, input_dim]),
-                                input_kernel) + weights.bias
-        input_gates = tf.reshape(input_gates, [n_steps, batch_size, -1])
+        input_gates = _all_steps_input_gates(time_major_inputs, input_kernel, weights.bias)
     if sequence_lengths is not None:
         valid = tf.transpose(tf.sequence_mask(sequence_lengths, n_steps))  # [T, B]
         valid = tf.expand_dims(valid, -1)
@@ -319,6 +316,17 @@ def run_lstm(inputs: tf.Tensor, weights: LSTMWeights, initial_state: Sequence[tf
     return layer_output, (c_final, h_final)
 
 
+def _all_steps_input_gates(time_major_inputs: tf.Tensor, input_kernel: tf.Tensor,
+                           bias: tf.Tensor) -> tf.Tensor:
+    """x·W_x + b of every step in one product: [T, B, D] -> [T, B, 4*dim]."""
+    shape = tf.shape(time_major_inputs)
+    input_dim = int(time_major_inputs.shape[-1])
+    gates = tf.matmul(tf.reshape(time_major_inputs, [-1, input_dim]), input_kernel) + bias
+    gates = tf.reshape(gates, tf.concat([shape[:2], [-1]], axis=0))
+    gates.set_shape(time_major_inputs.shape[:2].concatenate(input_kernel.shape[1:]))
+    return gates
+
+
 def run_lstm_fixed_steps(inputs: tf.Tensor, weights: LSTMWeights,
                          initial_state: Sequence[tf.Tensor],
                          cell_clip: Optional[float] = None, proj_clip: Optional[float] = None,
@@ -345,15 +353,13 @@ def run_lstm_fixed_steps(inputs: tf.Tensor, weights: LSTMWeights,
         raise ValueError(f"run_lstm_fixed_steps needs a static number of steps; "
                          f"inputs have shape {inputs.shape}")
     n_steps = int(n_steps)
-    batch_size = tf.shape(inputs)[0]
     with tf.name_scope("lstm"):
         # split, not two slices: the gradient of a slice is a zero-filled
         # kernel-sized tensor per slice, added up afterwards
         input_kernel, recurrent_kernel = tf.split(
             weights.kernel, [input_dim, int(weights.kernel.shape[0]) - input_dim], axis=0)
-        time_major_inputs = tf.reshape(tf.transpose(inputs, [1, 0, 2]), [-1, input_dim])
-        input_gates = tf.matmul(time_major_inputs, input_kernel) + weights.bias
-        input_gates = tf.reshape(input_gates, [n_steps, batch_size, -1])
+        input_gates = _all_steps_input_gates(tf.transpose(inputs, [1, 0, 2]), input_kernel,
+                                             weights.bias)
         recurrence = _fixed_steps_recurrence(n_steps, weights.projection is not None,
                                              cell_clip, proj_clip)
         projection = [] if weights.projection is None else [
@@ -420,16 +426,14 @@ def _fixed_steps_gradient(steps: Sequence[_CellStep], c0, h0, recurrent_kernel, 
             dm = tf.matmul(dh, projection, transpose_b=True)
         else:
             dm = dh
-        sig_i, tanh_j, sig_f, sig_o = step.sig_i, step.tanh_j, step.sig_f, step.sig_o
-        tanh_c = step.tanh_c
-        dc = dc_next + dm * sig_o * (1.0 - tanh_c * tanh_c)
+        dc = dc_next + dm * step.sig_o * (1.0 - step.tanh_c * step.tanh_c)
         if cell_clip is not None:
             dc = tf.where_v2(tf.abs(step.c_unclipped) <= cell_clip, dc, 0.0)
-        d_gates[t] = tf.concat([dc * tanh_j * sig_i * (1.0 - sig_i),
-                                dc * sig_i * (1.0 - tanh_j * tanh_j),
-                                dc * c_prev * sig_f * (1.0 - sig_f),
-                                dm * tanh_c * sig_o * (1.0 - sig_o)], axis=1)
-        dc_next = dc * sig_f
+        d_gates[t] = tf.concat([dc * step.tanh_j * step.sig_i * (1.0 - step.sig_i),
+                                dc * step.sig_i * (1.0 - step.tanh_j * step.tanh_j),
+                                dc * c_prev * step.sig_f * (1.0 - step.sig_f),
+                                dm * step.tanh_c * step.sig_o * (1.0 - step.sig_o)], axis=1)
+        dc_next = dc * step.sig_f
         dh_next = tf.matmul(d_gates[t], recurrent_kernel, transpose_b=True)
 
     d_input_gates = tf.stack(d_gates)                         # [T, B, 4*dim]
