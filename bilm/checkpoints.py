@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from .files import atomic_output
 from .lm_graph import LanguageModel, inference_options, validate_training_options
 from .options import load_options
 from .weights import checkpoint_variable_to_hdf5
@@ -106,10 +107,8 @@ def load_options_latest_checkpoint(tf_save_dir: str) -> Tuple[dict, str]:
 
 
 def _write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fout:
+    with atomic_output(path) as tmp_file, open(tmp_file, "w", encoding="utf-8") as fout:
         json.dump(obj, fout, indent=2)
-    os.replace(tmp, path)
 
 
 def dump_weights(tf_save_dir: str, outfile: str, options_outfile: Optional[str] = None,
@@ -153,13 +152,10 @@ def dump_weights(tf_save_dir: str, outfile: str, options_outfile: Optional[str] 
     for path in (outfile, options_outfile):  # e.g. `--outfile model/weights.hdf5`
         if path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_file = os.path.join(os.path.dirname(os.path.abspath(outfile)),
-                            "." + os.path.basename(outfile) + ".partial")
-    with h5py.File(tmp_file, "w") as fout:
+    with atomic_output(outfile) as tmp_file, h5py.File(tmp_file, "w") as fout:
         for name in sorted(values):
             logger.info("Saving %s %s", name, list(values[name].shape))
             fout.create_dataset(name, data=values[name].astype(np.float32))
-    os.replace(tmp_file, outfile)
     logger.info("wrote %s from %s", outfile, ckpt_file)
 
     if options_outfile is not None:
