@@ -17,7 +17,7 @@ import re
 import sys
 from typing import Iterator, List
 
-from wordnet_corpus import tokenize
+from wordnet_corpus import write_sentences
 
 ENTRY_START = re.compile(r"^\S")
 AUTHOR = re.compile(r"\s--\S.*$")                      # "  --Shak." to end of line
@@ -81,20 +81,16 @@ def main(dict_file: str, out_file: str) -> None:
     start = text.find("\nA \\A\\")      # the first headword; before it, file notes
     if start < 0:
         raise SystemExit(f"{dict_file}: no entry 'A \\A\\' found; is this GCIDE?")
-    n_sentences = n_tokens = 0
-    with open(out_file, "w", encoding="utf-8") as fout:
-        for block in paragraphs(text[start:]):
-            if block[0].startswith("00-database") or "GNU General Public" in block[0]:
-                continue
-            for sentence in SENTENCE_END.split(paragraph_prose(block)):
-                if "*" in sentence or "\\" in sentence:
-                    continue      # a pronunciation the headword pattern missed
-                tokens = tokenize(ENUMERATION.sub("", sentence))
-                if len(tokens) >= 3:
-                    fout.write(" ".join(tokens) + "\n")
-                    n_sentences += 1
-                    n_tokens += len(tokens)
-    print(f"{n_sentences} sentences, {n_tokens} tokens -> {out_file}")
+    write_sentences(gcide_sentences(text[start:]), out_file)
+
+
+def gcide_sentences(text: str) -> Iterator[str]:
+    for block in paragraphs(text):
+        if block[0].startswith("00-database") or "GNU General Public" in block[0]:
+            continue
+        for sentence in SENTENCE_END.split(paragraph_prose(block)):
+            if "*" not in sentence and "\\" not in sentence:  # else a missed pronunciation
+                yield ENUMERATION.sub("", sentence)
 
 
 if __name__ == "__main__":

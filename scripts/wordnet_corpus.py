@@ -11,6 +11,7 @@ WordNet license (permissive, BSD-like).
 import os
 import re
 import sys
+from typing import Iterable, Iterator
 
 TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:[.,]\d+)*|'s|n't|[^\sA-Za-z\d]")
 
@@ -28,21 +29,30 @@ def gloss_sentences(gloss: str):
             yield part
 
 
-def main(wordnet_dir: str, out_file: str) -> None:
+def write_sentences(sentences: Iterable[str], out_file: str) -> None:
+    """Tokenize each sentence and write those of 3 tokens or more, one a line."""
     n_sentences = n_tokens = 0
     with open(out_file, "w", encoding="utf-8") as fout:
-        for pos in ("noun", "verb", "adj", "adv"):
-            with open(os.path.join(wordnet_dir, f"data.{pos}"), encoding="latin-1") as fin:
-                for line in fin:
-                    if line.startswith("  ") or "|" not in line:
-                        continue  # license header
-                    for sentence in gloss_sentences(line.split("|", 1)[1]):
-                        tokens = tokenize(sentence)
-                        if len(tokens) >= 3:
-                            fout.write(" ".join(tokens) + "\n")
-                            n_sentences += 1
-                            n_tokens += len(tokens)
+        for sentence in sentences:
+            tokens = tokenize(sentence)
+            if len(tokens) >= 3:
+                fout.write(" ".join(tokens) + "\n")
+                n_sentences += 1
+                n_tokens += len(tokens)
     print(f"{n_sentences} sentences, {n_tokens} tokens -> {out_file}")
+
+
+def wordnet_sentences(wordnet_dir: str) -> Iterator[str]:
+    for pos in ("noun", "verb", "adj", "adv"):
+        with open(os.path.join(wordnet_dir, f"data.{pos}"), encoding="latin-1") as fin:
+            for line in fin:
+                if line.startswith("  ") or "|" not in line:
+                    continue  # license header
+                yield from gloss_sentences(line.split("|", 1)[1])
+
+
+def main(wordnet_dir: str, out_file: str) -> None:
+    write_sentences(wordnet_sentences(wordnet_dir), out_file)
 
 
 if __name__ == "__main__":
