@@ -10,6 +10,7 @@ import random
 from typing import Iterable, List, Optional, Tuple
 
 from .data import iter_tokenized_lines
+from .files import atomic_output
 
 SPECIAL_TOKENS = ("<S>", "</S>", "<UNK>")
 
@@ -71,11 +72,10 @@ def vocabulary_from_counts(counts: collections.Counter, min_count: int = 1,
 
 def write_lines(lines: Iterable[str], path: str) -> None:
     """Write one item per line as UTF-8, atomically (temporary name, rename)."""
-    tmp_path = path + ".partial"
-    with open(tmp_path, "w", encoding="utf-8", newline="\n") as fout:
+    with atomic_output(path) as tmp_path, \
+            open(tmp_path, "w", encoding="utf-8", newline="\n") as fout:
         for line in lines:
             fout.write(line + "\n")
-    os.replace(tmp_path, path)
 
 
 def build_vocabulary(filepattern: str, vocab_file: str, min_count: int = 1,

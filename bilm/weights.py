@@ -14,6 +14,7 @@ from typing import Dict, Optional, Tuple
 import h5py
 import numpy as np
 
+from .files import atomic_output
 from .options import lstm_output_dim
 
 LSTM_ROOT = "RNN_{direction}/RNN/MultiRNNCell/Cell{layer}"
@@ -188,11 +189,9 @@ def write_random_weights(options: dict, weight_file: str, seed: int = 0) -> None
     The file is written under a temporary name and renamed when complete.
     """
     rng = np.random.default_rng(seed)
-    tmp_file = weight_file + ".tmp"
-    with h5py.File(tmp_file, "w") as fout:
+    with atomic_output(weight_file) as tmp_file, h5py.File(tmp_file, "w") as fout:
         for name, shape in inference_weight_shapes(options).items():
             fout.create_dataset(name, data=_random_values(name, shape, rng))
-    os.replace(tmp_file, weight_file)
 
 
 def _random_values(name: str, shape: Tuple[int, ...], rng) -> np.ndarray:

@@ -48,9 +48,11 @@ else
     fi
 fi
 
-for corpus in wordnet gcide; do
+for corpus in wordnet gcide; do     # heldout perplexity, and a unigram model's
     python bin/run_test.py --test_prefix "$work/data/$corpus/heldout.txt" \
         --vocab_file "$work/vocab.txt" --save_dir "$work/checkpoints" --batch_size 64
+    python scripts/unigram_perplexity.py --vocab_file "$work/vocab.txt" \
+        --train_prefix "$work/data/*/train-*" --test_file "$work/data/$corpus/heldout.txt"
 done
 python bin/dump_weights.py --save_dir "$work/checkpoints" \
     --outfile bilm/default_model/weights.hdf5 --options_outfile bilm/default_model/options.json

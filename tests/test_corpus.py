@@ -81,3 +81,16 @@ def test_build_vocab_script(corpus, tmp_path):
     assert "n_train_tokens: 11" in result.stdout
     assert vocab_file.read_text(encoding="utf-8").split("\n")[:6] == [
         "<S>", "</S>", "<UNK>", "the", "cat", "dog"]
+
+
+def test_write_lines_leaves_nothing_behind_when_interrupted(tmp_path):
+    from bilm.corpus import write_lines
+
+    def lines():
+        yield "first"
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        write_lines(lines(), str(tmp_path / "vocab.txt"))
+    assert list(tmp_path.iterdir()) == []
+    write_lines(["a", "b"], str(tmp_path / "vocab.txt"))
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8") == "a\nb\n"
