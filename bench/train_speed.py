@@ -210,16 +210,11 @@ def _turn_off_lever(lever: str) -> None:
             output = tf.transpose(tf.stack(outputs), [1, 0, 2])
             return (output + inputs if residual else output), (c, h)
         lm_graph.run_lstm_fixed_steps = unrolled_autodiff
-    elif lever == "threads":  # TensorFlow's default session threads
-        from bilm import train_step
-        import tensorflow.compat.v1 as tf
-        train_step.training_session_config = (
-            lambda options: tf.ConfigProto(allow_soft_placement=True))
     else:
         raise SystemExit(f"unknown lever {lever!r}; choose from {LEVERS}")
 
 
-LEVERS = ("distinct", "unrolled", "lstm_gradient", "threads")
+LEVERS = ("distinct", "unrolled", "lstm_gradient")
 
 
 def run_worker(library: str, config: str, files: dict, n_batches: int, n_warmup: int,
@@ -230,7 +225,6 @@ def run_worker(library: str, config: str, files: dict, n_batches: int, n_warmup:
     elif library.startswith("bilm-no-"):
         _turn_off_lever(library[len("bilm-no-"):])
     from bilm import training as bilm_training
-    from bilm import train_step
     from bilm.data import BidirectionalLMDataset, UnicodeCharsVocabulary
 
     options = CONFIGS[config]
@@ -245,9 +239,7 @@ def run_worker(library: str, config: str, files: dict, n_batches: int, n_warmup:
         batches = data.iter_batches(options["batch_size"], options["unroll_steps"])
         step_seconds, feed_seconds, distinct = [], [], []
         breakdown = {}
-        # ours: the trainer's own session settings (both directions side by side)
-        session_config = (tf.ConfigProto(allow_soft_placement=True) if library == "original"
-                          else train_step.training_session_config(options))
+        session_config = tf.ConfigProto(allow_soft_placement=True)
         if os.environ.get("BILM_BENCH_THREADS"):  # "intra,inter", e.g. "1,2"
             intra, inter = map(int, os.environ["BILM_BENCH_THREADS"].split(","))
             session_config.intra_op_parallelism_threads = intra
@@ -351,12 +343,11 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true",
                         help="trace one extra step for the per-stage breakdown")
     parser.add_argument("--original_dir", default=os.environ.get("BILM_ORIGINAL_DIR"))
-    parser.add_argument("--levers", nargs="?", const=",".join(LEVERS), default="",
-                        help="also time our graph with speed levers turned off (all, or "
-                             "a comma-separated list): bilm-no-distinct (char CNN on every "
-                             "token), bilm-no-unrolled (LSTM in a while loop, as before), "
-                             "bilm-no-lstm_gradient (unrolled, TensorFlow's own gradient), "
-                             "bilm-no-threads (TensorFlow's default session threads)")
+    parser.add_argument("--levers", action="store_true",
+                        help="also time our graph with each speed lever turned off: "
+                             "bilm-no-distinct (char CNN on every token), bilm-no-unrolled "
+                             "(LSTM in a while loop, as before), bilm-no-lstm_gradient "
+                             "(unrolled, TensorFlow's own gradient)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -373,10 +364,8 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="bilm-train-bench-")
     files = write_corpus(workdir, n_tokens=2_000_000)
     libraries = ["bilm"] + (["original"] if args.original_dir else [])
-    unknown = [lever for lever in args.levers.split(",") if lever and lever not in LEVERS]
-    if unknown:
-        parser.error(f"unknown lever {unknown}; choose from {LEVERS}")
-    libraries += [f"bilm-no-{lever}" for lever in args.levers.split(",") if lever]
+    if args.levers:
+        libraries += [f"bilm-no-{lever}" for lever in LEVERS]
     flops = [matmul_flops()]
     results = []
     for config in configs:

@@ -9,7 +9,6 @@ global_step, train_perplexity and the Adagrad slot <name>/Adagrad of every
 trainable variable.
 """
 import logging
-import os
 from contextlib import ExitStack
 from typing import List, Optional, Sequence, Tuple
 
@@ -22,27 +21,6 @@ from .lm_graph import LanguageModel, print_variable_summary
 logger = logging.getLogger(__name__)
 
 MAX_CHECKPOINTS_TO_KEEP = 2
-THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
-
-
-def training_session_config(options: dict) -> tf.ConfigProto:
-    """Session settings for a training run on this machine.
-
-    A bidirectional model's two directions are independent chains of ops
-    until the loss, so they run side by side, each on half the cores (two
-    inter-op threads, cores / 2 intra-op threads): on 2 cores this took a
-    training step from 0.87 to 0.74 s (mid config) and 9.1 to 8.2 s
-    (standard), bench/README.md. TensorFlow's own TF_NUM_INTRAOP_THREADS /
-    TF_NUM_INTEROP_THREADS, when set, win; a one-direction model keeps
-    TensorFlow's defaults.
-    """
-    config = tf.ConfigProto(allow_soft_placement=True)
-    if options.get("bidirectional") and not any(os.environ.get(v) for v in THREAD_VARIABLES):
-        n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 2)
-        config.inter_op_parallelism_threads = 2
-        config.intra_op_parallelism_threads = max(1, n_cores // 2)
-    return config
 
 
 def _deduplicate_indexed_slices(values: tf.Tensor, indices: tf.Tensor

@@ -33,7 +33,6 @@ from .lm_graph import (DTYPE_INT, LanguageModel, _missing_batch_key_message,
                        inference_options, print_variable_summary,
                        validate_training_options)
 from .train_step import (MAX_CHECKPOINTS_TO_KEEP, TrainingGraph, average_gradients,
-                         training_session_config,
                          clip_grads, summary_gradient_updates)
 
 __all__ = [  # the original's public names, wherever they live now
@@ -171,7 +170,8 @@ def train(options: dict, data, n_gpus: int, tf_save_dir: str, tf_log_dir: str,
 
     with tf.Graph().as_default():
         graph = TrainingGraph(options, n_gpus)
-        with tf.Session(config=training_session_config(options)) as sess:
+        config = tf.ConfigProto(allow_soft_placement=True)
+        with tf.Session(config=config) as sess:
             sess.run(graph.init_op)
             if restart_ckpt_file is not None:
                 restore_checkpoint(sess, restart_ckpt_file)

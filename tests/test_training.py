@@ -635,22 +635,3 @@ def test_bin_scripts_end_to_end(tmp_path, generated):
     ids = Batcher(vocab_file, MAX_CHARS).batch_sentences([["the", "cat"]])
     lm_embeddings = inference_lm_embeddings(inference_options, weight_file, ids, True)
     assert lm_embeddings.shape == (1, 3, 2, 16)
-
-
-def test_training_session_runs_the_directions_side_by_side(monkeypatch):
-    from bilm.train_step import THREAD_VARIABLES, training_session_config
-    for name in THREAD_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    config = training_session_config({"bidirectional": True})
-    assert (config.inter_op_parallelism_threads, config.intra_op_parallelism_threads) == (2, 4)
-    assert config.allow_soft_placement
-    # one direction: TensorFlow's defaults (0 = as many threads as cores)
-    config = training_session_config({"bidirectional": False})
-    assert (config.inter_op_parallelism_threads, config.intra_op_parallelism_threads) == (0, 0)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert training_session_config({"bidirectional": True}).intra_op_parallelism_threads == 1
-    # the user's own TensorFlow thread settings win
-    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "1")
-    config = training_session_config({"bidirectional": True})
-    assert (config.inter_op_parallelism_threads, config.intra_op_parallelism_threads) == (0, 0)
