@@ -4,14 +4,16 @@
 #   bash scripts/train_default_model.sh [WORKDIR]     # default /tmp/bilm-default-model
 # Run it again after an interruption: finished steps are skipped and training
 # resumes from the last checkpoint (one is written every 1000 batches).
+# EPOCHS=6 bash scripts/train_default_model.sh WORKDIR continues a finished
+# run to 6 epochs in all.
 # Corpus: Debian's wordnet-base (WordNet 3.0 glosses and examples, WordNet
 # license) and dict-gcide (GCIDE, GNU GPL v2+); installed here with apt-get
-# when missing. About 2 hours of training on a 2-core CPU (4 epochs of 5.75M
+# when missing. About 2 hours of training on a 2-core CPU (4 epochs of 5.58M
 # tokens at ~3,000 tokens/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/bilm-default-model}
-epochs=4
+epochs=${EPOCHS:-4}
 mkdir -p "$work"
 
 if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/dictd/gcide.dict.dz ]; then
