@@ -1,7 +1,7 @@
 """Extract an English corpus from GCIDE's definitions, usage notes and quotations.
 
     apt-get install dict-gcide
-    python scripts/gcide_corpus.py /usr/share/dictd/gcide.dict.dz corpus.txt
+    python scripts/gcide_corpus.py /usr/share/dictd/gcide.dict.dz corpus.txt [--mixed_style]
 
 GCIDE (the GNU Collaborative International Dictionary of English: Webster's
 1913 with later additions) is free software under the GNU GPL, version 2 or
@@ -14,10 +14,9 @@ quotation authors (--Shak.), field labels such as (Zool.) and synonym lists.
 """
 import gzip
 import re
-import sys
 from typing import Iterator, List
 
-from wordnet_corpus import write_sentences
+from wordnet_corpus import corpus_arguments, write_sentences
 
 ENTRY_START = re.compile(r"^\S")
 AUTHOR = re.compile(r"\s--\S.*$")                      # "  --Shak." to end of line
@@ -75,13 +74,13 @@ def paragraph_prose(lines: List[str]) -> str:
     return " ".join(text.split())
 
 
-def main(dict_file: str, out_file: str) -> None:
+def main(dict_file: str, out_file: str, mixed_style: bool = False) -> None:
     with gzip.open(dict_file, "rt", encoding="utf-8", errors="replace") as fin:
         text = fin.read()
     start = text.find("\nA \\A\\")      # the first headword; before it, file notes
     if start < 0:
         raise SystemExit(f"{dict_file}: no entry 'A \\A\\' found; is this GCIDE?")
-    write_sentences(gcide_sentences(text[start:]), out_file)
+    write_sentences(gcide_sentences(text[start:]), out_file, 0 if mixed_style else None)
 
 
 def gcide_sentences(text: str) -> Iterator[str]:
@@ -94,4 +93,5 @@ def gcide_sentences(text: str) -> Iterator[str]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    args = corpus_arguments(__doc__, "gcide.dict.dz of Debian's dict-gcide")
+    main(args.source, args.out_file, args.mixed_style)

@@ -153,3 +153,28 @@ def test_remaining_batches_of_a_checkpoint(tmp_path):
         return int(result.stdout)
     assert remaining(3) == 2        # 3 batches an epoch (100 // 30), 9 in all, 7 done
     assert remaining(2) == 0        # the run is already past its end
+
+
+def test_restyle_as_gloss_or_prose():
+    import wordnet_corpus
+    restyle = wordnet_corpus.restyle
+    assert restyle(["The", "bank", "of", "a", "river", "."], prose=False) == \
+        ["the", "bank", "of", "a", "river"]
+    assert restyle(["the", "bank", "of", "a", "river"], prose=True) == \
+        ["The", "bank", "of", "a", "river", "."]
+    assert restyle(["NASA", "launched", "it", "."], prose=False) == ["NASA", "launched", "it"]
+    assert restyle(["Why", "not", "?"], prose=True) == ["Why", "not", "?"]
+    assert restyle(["Go", "away", "."], prose=False) == ["go", "away", "."]  # keeps 3 tokens
+
+
+def test_mixed_style_corpus_is_seeded_and_mixed(tmp_path):
+    import wordnet_corpus
+    sentences = [f"The word number {k} is here." for k in range(200)]
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    wordnet_corpus.write_sentences(sentences, str(first), mixed_style_seed=0)
+    wordnet_corpus.write_sentences(sentences, str(second), mixed_style_seed=0)
+    lines = first.read_text(encoding="utf-8").splitlines()
+    assert lines == second.read_text(encoding="utf-8").splitlines()
+    prose = [line for line in lines if line.startswith("The ") and line.endswith(" .")]
+    gloss = [line for line in lines if line.startswith("the ") and not line.endswith(".")]
+    assert len(prose) + len(gloss) == 200 and 70 < len(prose) < 130
