@@ -14,7 +14,7 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "test": ["pytest"],
+        "test": ["pytest", "pytest-xdist"],
     },
     entry_points={"console_scripts": ["bilm=bilm.cli:main"]},
     license="Apache-2.0",
