@@ -26,7 +26,7 @@ from typing import Dict, Iterator, List, NamedTuple, Sequence, Set, Tuple
 
 import numpy as np
 
-from wordnet_corpus import tokenize
+from wordnet_corpus import synset_lines, tokenize
 
 QUOTED = re.compile(r'"([^"]+)"')
 
@@ -40,18 +40,14 @@ class Occurrence(NamedTuple):
 
 def synsets(wordnet_dir: str) -> Iterator[Tuple[str, List[str], List[str]]]:
     """(sense id, one-word lemmas, quoted examples) per WordNet synset."""
-    for pos in ("noun", "verb", "adj", "adv"):
-        with open(os.path.join(wordnet_dir, f"data.{pos}"), encoding="latin-1") as fin:
-            for line in fin:
-                if line.startswith("  ") or "|" not in line:
-                    continue  # license header
-                head, gloss = line.split("|", 1)
-                fields = head.split()
-                n_words = int(fields[3], 16)
-                words = [fields[4 + 2 * k].lower() for k in range(n_words)]
-                lemmas = [w.split("(")[0] for w in words if "_" not in w]
-                examples = [text.strip() for text in QUOTED.findall(gloss)]
-                yield f"{pos}:{fields[0]}", lemmas, examples
+    for pos, line in synset_lines(wordnet_dir):
+        head, gloss = line.split("|", 1)
+        fields = head.split()
+        n_words = int(fields[3], 16)
+        words = [fields[4 + 2 * k].lower() for k in range(n_words)]
+        lemmas = [w.split("(")[0] for w in words if "_" not in w]
+        examples = [text.strip() for text in QUOTED.findall(gloss)]
+        yield f"{pos}:{fields[0]}", lemmas, examples
 
 
 def occurrences(wordnet_dir: str) -> List[Occurrence]:
@@ -89,21 +85,28 @@ def layer_vectors(embedder, items: Sequence[Occurrence]) -> np.ndarray:
     return np.stack([v[:, o.position] for o, v in zip(items, vectors)])
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+
+
+def _senses_by_lemma(items: Sequence[Occurrence]) -> Dict[str, Dict[str, List[int]]]:
+    """{lemma: {sense: indices into items}}."""
+    by_lemma: Dict[str, Dict[str, List[int]]] = defaultdict(lambda: defaultdict(list))
+    for k, o in enumerate(items):
+        by_lemma[o.lemma][o.sense].append(k)
+    return by_lemma
+
+
 def nearest_centroid_accuracy(queries, query_vectors, references, reference_vectors
                               ) -> List[float]:
     """Per layer, the fraction of queries given their own sense."""
-    def unit(x):
-        return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
-    by_lemma: Dict[str, Dict[str, List[int]]] = defaultdict(lambda: defaultdict(list))
-    for k, o in enumerate(references):
-        by_lemma[o.lemma][o.sense].append(k)
-    n_layers = query_vectors.shape[1]
-    correct = np.zeros(n_layers)
+    by_lemma = _senses_by_lemma(references)
+    correct = np.zeros(query_vectors.shape[1])
     for q, o in enumerate(queries):
         senses = sorted(by_lemma[o.lemma])
-        centroids = np.stack([unit(reference_vectors[by_lemma[o.lemma][s]]).mean(axis=0)
+        centroids = np.stack([_unit(reference_vectors[by_lemma[o.lemma][s]]).mean(axis=0)
                               for s in senses])                      # [S, L, D]
-        scores = np.einsum("sld,ld->sl", unit(centroids), unit(query_vectors[q]))
+        scores = np.einsum("sld,ld->sl", _unit(centroids), _unit(query_vectors[q]))
         correct += np.array([senses[k] == o.sense for k in scores.argmax(axis=0)])
     return list(correct / len(queries))
 
@@ -114,13 +117,10 @@ def leave_one_out_accuracy(found: Sequence[Occurrence], vectors: np.ndarray
     (its own vector taken out of its sense's mean); only occurrences whose
     word keeps two or more senses without them count. Returns (n counted,
     per-layer accuracy, most-frequent-sense accuracy of the others)."""
-    unit = vectors / (np.linalg.norm(vectors, axis=-1, keepdims=True) + 1e-12)
-    by_lemma: Dict[str, Dict[str, List[int]]] = defaultdict(lambda: defaultdict(list))
-    for k, o in enumerate(found):
-        by_lemma[o.lemma][o.sense].append(k)
+    unit = _unit(vectors)
     correct = np.zeros(vectors.shape[1])
     frequent = counted = 0
-    for lemma, senses in by_lemma.items():
+    for senses in _senses_by_lemma(found).values():
         names = sorted(senses)
         sums = np.stack([unit[senses[s]].sum(axis=0) for s in names])     # [S, L, D]
         sizes = np.array([len(senses[s]) for s in names], dtype=float)
@@ -182,10 +182,10 @@ def main(argv=None) -> Dict[str, List[float]]:
     ambiguous = [o for o in every if len(n_senses[o.lemma]) >= 2]
     with Embedder(args.options, args.weights, args.vocab) as embedder:
         vectors = layer_vectors(embedder, ambiguous)
-        query_vectors = layer_vectors(embedder, queries)
+    # queries and references are occurrences of ambiguous words: look them up
     index = {o: k for k, o in enumerate(ambiguous)}
-    reference_vectors = vectors[[index[o] for o in references]]
-    scores = nearest_centroid_accuracy(queries, query_vectors, references, reference_vectors)
+    scores = nearest_centroid_accuracy(queries, vectors[[index[o] for o in queries]],
+                                       references, vectors[[index[o] for o in references]])
     baseline = most_frequent_sense_accuracy(queries, references)
     n_counted, all_scores, all_baseline = leave_one_out_accuracy(ambiguous, vectors)
     results = {"heldout": [baseline] + scores[1:], "all": [all_baseline] + all_scores[1:]}

@@ -16,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/bilm-dictionary-model}
 epochs=${EPOCHS:-4}
+batch_size=64
+tokens_per_batch=$((batch_size * 20))   # unroll_steps 20
 mkdir -p "$work"
 
 if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/dictd/gcide.dict.dz ]; then
@@ -42,17 +44,17 @@ if [ ! -f "$work/data/done" ]; then
 fi
 
 train_args=(--train_prefix "$work/data/*/train-*" --vocab_file "$work/vocab.txt"
-            --save_dir "$work/checkpoints" --n_gpus 1 --batch_size 64 --checkpoint_every 1000)
+            --save_dir "$work/checkpoints" --n_gpus 1 --batch_size "$batch_size" --checkpoint_every 1000)
 if [ ! -f "$work/checkpoints/checkpoint" ]; then
     python bin/train_elmo.py "${train_args[@]}" --options scripts/dictionary_model_options.json \
         --n_epochs "$epochs"
 else
     # The batches still to run: the whole schedule minus the checkpoint's global step.
     remaining=$(python scripts/remaining_batches.py "$work/checkpoints" "$work/data/*/train-*" \
-                --n_epochs "$epochs" --tokens_per_batch 1280)
+                --n_epochs "$epochs" --tokens_per_batch "$tokens_per_batch")
     if [ "$remaining" -gt 0 ]; then
         python bin/restart.py "${train_args[@]}" --n_epochs 1 \
-            --n_train_tokens $((remaining * 1280))
+            --n_train_tokens $((remaining * tokens_per_batch))
     fi
 fi
 

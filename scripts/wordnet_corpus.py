@@ -18,7 +18,12 @@ import argparse
 import os
 import random
 import re
-from typing import Iterable, Iterator, List, Optional
+import sys
+from typing import Iterable, Iterator, List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bilm.corpus import write_lines  # noqa: E402
 
 TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:[.,]\d+)*|'s|n't|[^\sA-Za-z\d]")
 
@@ -50,29 +55,37 @@ def restyle(tokens: List[str], prose: bool) -> List[str]:
 
 def write_sentences(sentences: Iterable[str], out_file: str,
                     mixed_style_seed: Optional[int] = None) -> None:
-    """Tokenize each sentence and write those of 3 tokens or more, one a line;
-    with a seed, each in a style drawn at random (`restyle`)."""
+    """Tokenize each sentence and write those of 3 tokens or more, one a line
+    (the file appears only when complete); with a seed, each in a style drawn
+    at random (`restyle`)."""
     rng = random.Random(mixed_style_seed)
-    n_sentences = n_tokens = 0
-    with open(out_file, "w", encoding="utf-8") as fout:
+    counts = {"sentences": 0, "tokens": 0}
+
+    def lines() -> Iterator[str]:
         for sentence in sentences:
             tokens = tokenize(sentence)
             if len(tokens) >= 3:
                 if mixed_style_seed is not None:
                     tokens = restyle(tokens, prose=rng.random() < 0.5)
-                fout.write(" ".join(tokens) + "\n")
-                n_sentences += 1
-                n_tokens += len(tokens)
-    print(f"{n_sentences} sentences, {n_tokens} tokens -> {out_file}")
+                counts["sentences"] += 1
+                counts["tokens"] += len(tokens)
+                yield " ".join(tokens)
+    write_lines(lines(), out_file)
+    print(f"{counts['sentences']} sentences, {counts['tokens']} tokens -> {out_file}")
 
 
-def wordnet_sentences(wordnet_dir: str) -> Iterator[str]:
+def synset_lines(wordnet_dir: str) -> Iterator[Tuple[str, str]]:
+    """(part of speech, line) for every synset line of WordNet's data files."""
     for pos in ("noun", "verb", "adj", "adv"):
         with open(os.path.join(wordnet_dir, f"data.{pos}"), encoding="latin-1") as fin:
             for line in fin:
-                if line.startswith("  ") or "|" not in line:
-                    continue  # license header
-                yield from gloss_sentences(line.split("|", 1)[1])
+                if not line.startswith("  ") and "|" in line:  # else the license header
+                    yield pos, line
+
+
+def wordnet_sentences(wordnet_dir: str) -> Iterator[str]:
+    for _, line in synset_lines(wordnet_dir):
+        yield from gloss_sentences(line.split("|", 1)[1])
 
 
 def corpus_arguments(description: str, source: str) -> argparse.Namespace:
