@@ -93,12 +93,14 @@ def flop_per_token(options: dict) -> float:
 def write_corpus(workdir: str, n_tokens: int, seed: int = 0, zipf: float = 1.1) -> dict:
     """A vocabulary of VOCAB_SIZE word-like strings and a text of Zipf-distributed
     words, 5-40 per line (zipf 1.1: 640 tokens hold ~50% distinct ones, as
-    WordNet glosses do)."""
+    WordNet glosses do). Word lengths are 1 + Poisson(6), capped at 20: the
+    longest word of a 1,280-token batch is then ~15 characters, as in the
+    dictionary corpora (the char CNN skips positions past the longest word)."""
     rng = np.random.default_rng(seed)
     letters = np.array(list("etaoinshrdlucmfwypvbgkjqxz"))
     words, seen = [], set()
     while len(words) < VOCAB_SIZE:
-        word = "".join(rng.choice(letters, size=rng.integers(2, 12)))
+        word = "".join(rng.choice(letters, size=min(20, 1 + rng.poisson(6))))
         if word not in seen:
             seen.add(word)
             words.append(word)
@@ -188,6 +190,8 @@ def _turn_off_lever(lever: str) -> None:
     if lever == "distinct":    # char CNN, highway, projection on every token
         lm_graph.distinct_token_embeddings = lambda ids, weights, cnn_options: [
             layers.char_cnn(x, weights, cnn_options) for x in ids]
+    elif lever == "prefix":    # convolutions over all C character positions
+        layers.position_bounds = lambda max_chars, max_width: [max_chars]
     elif lever == "unrolled":  # the LSTM in a tf.while_loop (the previous graph)
         lm_graph.run_lstm_fixed_steps = (
             lambda inputs, weights, state, cell_clip, proj_clip, residual: layers.run_lstm(
@@ -214,7 +218,7 @@ def _turn_off_lever(lever: str) -> None:
         raise SystemExit(f"unknown lever {lever!r}; choose from {LEVERS}")
 
 
-LEVERS = ("distinct", "unrolled", "lstm_gradient")
+LEVERS = ("distinct", "prefix", "unrolled", "lstm_gradient")
 
 
 def run_worker(library: str, config: str, files: dict, n_batches: int, n_warmup: int,
@@ -343,11 +347,13 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true",
                         help="trace one extra step for the per-stage breakdown")
     parser.add_argument("--original_dir", default=os.environ.get("BILM_ORIGINAL_DIR"))
-    parser.add_argument("--levers", action="store_true",
-                        help="also time our graph with each speed lever turned off: "
+    parser.add_argument("--levers", nargs="?", const=",".join(LEVERS), default="",
+                        help="also time our graph with each speed lever (comma-separated; "
+                             "all if none given) turned off: "
                              "bilm-no-distinct (char CNN on every token), bilm-no-unrolled "
                              "(LSTM in a while loop, as before), bilm-no-lstm_gradient "
-                             "(unrolled, TensorFlow's own gradient)")
+                             "(unrolled, TensorFlow's own gradient), bilm-no-prefix "
+                             "(char convolutions over all character positions)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -364,8 +370,7 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="bilm-train-bench-")
     files = write_corpus(workdir, n_tokens=2_000_000)
     libraries = ["bilm"] + (["original"] if args.original_dir else [])
-    if args.levers:
-        libraries += [f"bilm-no-{lever}" for lever in LEVERS]
+    libraries += [f"bilm-no-{lever}" for lever in args.levers.split(",") if lever]
     flops = [matmul_flops()]
     results = []
     for config in configs:

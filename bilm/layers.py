@@ -16,7 +16,7 @@ import tensorflow.compat.v1 as tf
 DTYPE = tf.float32
 # The TF1 LSTMCell adds this to the forget gate; it is not part of the weights.
 FORGET_BIAS = 1.0
-DISTINCT_ROWS_MULTIPLE = 32
+ROWS_MULTIPLE = 32
 
 
 # ---------------------------------------------------------------------------
@@ -91,21 +91,87 @@ def char_cnn(char_ids: tf.Tensor, weights: dict, cnn_options: dict) -> tf.Tensor
 
 
 def _char_convolutions(char_ids: tf.Tensor, weights: dict, cnn_options: dict) -> tf.Tensor:
-    """int [B, T, C] -> float32 [B, T, sum of filter counts]."""
+    """int [B, T, C] -> float32 [B, T, sum of filter counts].
+
+    Each token's convolutions run over only as many leading character
+    positions as its max-pool needs (`_needed_positions`): tokens are put in
+    a few groups by that count, each group runs on a static prefix of its
+    rows, and the results are stitched back in order. Same numbers as the
+    convolutions over all C positions (the windows left out are copies of
+    ones kept), at a half to a third of the work for ordinary words.
+    """
     activation = tf.nn.relu if cnn_options["activation"] == "relu" else tf.nn.tanh
-    char_embedding = tf.nn.embedding_lookup(weights["char_embed"], char_ids)
     max_chars = cnn_options["max_characters_per_token"]
-    convolutions = []
-    for (width, _), (kernel, bias) in zip(cnn_options["filters"], weights["cnn"]):
-        conv = tf.nn.conv2d(char_embedding, kernel, strides=[1, 1, 1, 1], padding="VALID")
-        # The original adds the bias, max-pools, then applies the activation.
-        # Adding the bias after the pool gives the same numbers (rounding is
-        # monotonic, so max(x + b) == max(x) + b exactly) and its gradient
-        # sums [B, T, filters] instead of [B, T, positions, filters].
-        conv = tf.nn.max_pool2d(conv, [1, 1, max_chars - width + 1, 1],
+    widths = [width for width, _ in cnn_options["filters"]]
+    kernels = [kernel for kernel, _ in weights["cnn"]]
+    rows = tf.reshape(char_ids, [-1, max_chars])
+    bounds = position_bounds(max_chars, max(widths))
+    group = tf.zeros_like(rows[:, 0], dtype=tf.int32)
+    if len(bounds) > 1:
+        needed = _needed_positions(rows, max(widths))
+        group = tf.add_n([tf.cast(needed > bound, tf.int32) for bound in bounds[:-1]])
+    grouped_rows = tf.dynamic_partition(rows, group, len(bounds))
+    grouped_indices = tf.dynamic_partition(tf.range(tf.shape(rows)[0]), group, len(bounds))
+    pooled = []
+    for group_rows, n_positions in zip(grouped_rows, bounds):
+        n_rows = tf.shape(group_rows)[0]
+        # rows padded to a multiple of ROWS_MULTIPLE (a few shapes for
+        # oneDNN's kernel cache) and to at least 8: oneDNN's max-pool returns
+        # a wrongly shaped result for an empty batch
+        n_padding = tf.maximum(8 - n_rows, -n_rows % ROWS_MULTIPLE)
+        group_rows = tf.pad(group_rows[:, :n_positions], [[0, n_padding], [0, 0]])
+        pooled.append(_max_pooled_convolutions(
+            tf.nn.embedding_lookup(weights["char_embed"], group_rows),
+            widths, kernels)[:n_rows])
+    # The original adds the bias, max-pools, then applies the activation.
+    # Adding the bias after the pool gives the same numbers (rounding is
+    # monotonic, so max(x + b) == max(x) + b exactly) and its gradient
+    # sums [N, filters] instead of [N, positions, filters].
+    bias = tf.concat([bias for _, bias in weights["cnn"]], axis=0)
+    pooled = activation(tf.dynamic_stitch(grouped_indices, pooled) + bias)
+    return tf.reshape(pooled, tf.concat([tf.shape(char_ids)[:-1], [int(bias.shape[0])]],
+                                        axis=0))
+
+
+def position_bounds(max_chars: int, max_width: int) -> List[int]:
+    """Static prefix lengths of the token groups: words of up to 7, up to 15
+    and more characters (a word's ids are BOW, its characters, EOW, padding)."""
+    return [bound for bound in (max_width + 9, max_width + 17)
+            if bound < max_chars] + [max_chars]
+
+
+def _needed_positions(char_ids: tf.Tensor, max_width: int) -> tf.Tensor:
+    """int [N, C] -> int [N]: how many leading positions of each token the
+    max-pooled convolutions need.
+
+    A token ends in a run of one repeated id (its padding character; 0 for a
+    padding token). Every window inside that run holds the same ids, so gives
+    the same value: the windows starting before the run, plus the first one
+    inside it, already hold every value the pool sees. If the run starts at
+    position L, they fit in the first L + max_width positions.
+    """
+    char_ids = tf.cast(char_ids, tf.int32)
+    positions = tf.range(1, tf.shape(char_ids)[1] + 1)
+    differs_from_last = tf.not_equal(char_ids, char_ids[:, -1:])
+    run_start = tf.reduce_max(tf.where(differs_from_last,
+                                       tf.broadcast_to(positions, tf.shape(char_ids)),
+                                       tf.zeros_like(char_ids)), axis=1)
+    return run_start + max_width
+
+
+def _max_pooled_convolutions(char_embedding: tf.Tensor, widths: Sequence[int],
+                             kernels: Sequence[tf.Variable]) -> tf.Tensor:
+    """float32 [N, P, D] (P static) -> [N, sum of filter counts]: each
+    filter's maximum over its P - width + 1 windows (no bias, no activation)."""
+    n_positions = int(char_embedding.shape[1])
+    x = char_embedding[None]
+    pooled = []
+    for width, kernel in zip(widths, kernels):
+        conv = tf.nn.conv2d(x, kernel, strides=[1, 1, 1, 1], padding="VALID")
+        conv = tf.nn.max_pool2d(conv, [1, 1, n_positions - width + 1, 1],
                                 [1, 1, 1, 1], "VALID")
-        convolutions.append(activation(tf.squeeze(conv, axis=2) + bias))
-    return tf.concat(convolutions, axis=2)
+        pooled.append(tf.squeeze(conv, axis=[0, 2]))
+    return tf.concat(pooled, axis=1)
 
 
 def distinct_token_embeddings(char_ids: Sequence[tf.Tensor], weights: dict,
@@ -128,10 +194,10 @@ def distinct_token_embeddings(char_ids: Sequence[tf.Tensor], weights: dict,
         flat = [tf.reshape(ids, [-1, max_chars]) for ids in char_ids]
         distinct, positions = tf.raw_ops.UniqueV2(x=tf.concat(flat, axis=0), axis=[0],
                                                   out_idx=tf.int32)
-        # rows padded to a multiple of DISTINCT_ROWS_MULTIPLE: a few shapes
+        # rows padded to a multiple of ROWS_MULTIPLE: a few shapes
         # instead of one per count, so oneDNN's cache of kernels per shape
         # stays small (the padding rows are never gathered)
-        n_padding = -tf.shape(distinct)[0] % DISTINCT_ROWS_MULTIPLE
+        n_padding = -tf.shape(distinct)[0] % ROWS_MULTIPLE
         distinct = tf.pad(distinct, [[0, n_padding], [0, 0]])
     embedded = char_cnn(distinct[None], weights, cnn_options)[0]   # [U, out_dim]
     out_dim = int(embedded.shape[-1])
