@@ -116,9 +116,11 @@ def _char_convolutions(char_ids: tf.Tensor, weights: dict, cnn_options: dict) ->
     for group_rows, n_positions in zip(grouped_rows, bounds):
         n_rows = tf.shape(group_rows)[0]
         # rows padded to a multiple of ROWS_MULTIPLE (a few shapes for
-        # oneDNN's kernel cache) and to at least 8: oneDNN's max-pool returns
-        # a wrongly shaped result for an empty batch
-        n_padding = tf.maximum(8 - n_rows, -n_rows % ROWS_MULTIPLE)
+        # oneDNN's kernel cache; of 8 in small batches, e.g. one sentence)
+        # and to at least 8: oneDNN's max-pool returns a wrongly shaped
+        # result for an empty batch
+        multiple = tf.where(n_rows < ROWS_MULTIPLE, 8, ROWS_MULTIPLE)
+        n_padding = tf.maximum(8 - n_rows, -n_rows % multiple)
         group_rows = tf.pad(group_rows[:, :n_positions], [[0, n_padding], [0, 0]])
         pooled.append(_max_pooled_convolutions(
             tf.nn.embedding_lookup(weights["char_embed"], group_rows),
