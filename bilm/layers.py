@@ -116,11 +116,11 @@ def _char_convolutions(char_ids: tf.Tensor, weights: dict, cnn_options: dict) ->
     for group_rows, n_positions in zip(grouped_rows, bounds):
         n_rows = tf.shape(group_rows)[0]
         # rows padded to a multiple of ROWS_MULTIPLE (a few shapes for
-        # oneDNN's kernel cache; of 8 in small batches, e.g. one sentence)
-        # and to at least 8: oneDNN's max-pool returns a wrongly shaped
-        # result for an empty batch
-        multiple = tf.where(n_rows < ROWS_MULTIPLE, 8, ROWS_MULTIPLE)
-        n_padding = tf.maximum(8 - n_rows, -n_rows % multiple)
+        # oneDNN's kernel cache; not below it, so one sentence stays small),
+        # and an empty group to one row: oneDNN's max-pool returns a wrongly
+        # shaped result for an empty batch
+        multiple = tf.where(n_rows < ROWS_MULTIPLE, 1, ROWS_MULTIPLE)
+        n_padding = tf.maximum(1 - n_rows, -n_rows % multiple)
         group_rows = tf.pad(group_rows[:, :n_positions], [[0, n_padding], [0, 0]])
         pooled.append(_max_pooled_convolutions(
             tf.nn.embedding_lookup(weights["char_embed"], group_rows),
@@ -172,8 +172,9 @@ def _max_pooled_convolutions(char_embedding: tf.Tensor, widths: Sequence[int],
         conv = tf.nn.conv2d(x, kernel, strides=[1, 1, 1, 1], padding="VALID")
         conv = tf.nn.max_pool2d(conv, [1, 1, n_positions - width + 1, 1],
                                 [1, 1, 1, 1], "VALID")
-        pooled.append(tf.squeeze(conv, axis=[0, 2]))
-    return tf.concat(pooled, axis=1)
+        pooled.append(conv)
+    pooled = tf.concat(pooled, axis=3)    # [1, N, 1, sum of filter counts]
+    return tf.reshape(pooled, [-1, int(pooled.shape[3])])
 
 
 def distinct_token_embeddings(char_ids: Sequence[tf.Tensor], weights: dict,

@@ -37,7 +37,8 @@ def _word_char_ids(word):
     return code
 
 
-# every group: short words, up to 15 characters, longer, truncated at 48, empty slots
+# every group: short words, up to 15 characters, longer, truncated at 48, empty
+# slots; the second list leaves two groups empty
 WORDS = (["a", ".", "cat", "running", "sentence", "international", "characteristically",
           "x" * 48, "y" * 60, "naïve", "日本語", None, "supercalifragilistic", "the"]
          + [None] * 3)
@@ -67,11 +68,12 @@ def _cnn_values_and_gradients(ids, activation, full_width, seed=0):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("shift", [1, 0])
-def test_prefix_convolutions_match_all_positions(activation, shift):
-    ids = _token_ids(WORDS, shift)
+@pytest.mark.parametrize("words", [WORDS, ["a", "cat", None]], ids=["all-groups", "one-group"])
+def test_prefix_convolutions_match_all_positions(activation, shift, words):
+    ids = _token_ids(words, shift)
     values, grads = _cnn_values_and_gradients(ids, activation, full_width=False)
     expected, expected_grads = _cnn_values_and_gradients(ids, activation, full_width=True)
-    assert values.shape == (1, len(WORDS), 8)
+    assert values.shape == (1, len(words), 8)
     np.testing.assert_array_equal(values, expected)
     for got, want in zip(grads, expected_grads):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
