@@ -11,6 +11,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from bilm import layers
+from numpy_bilm import token_char_ids
 
 MAX_CHARS = 50
 CNN_OPTIONS = {"n_characters": 262, "max_characters_per_token": MAX_CHARS,
@@ -24,17 +25,8 @@ def _token_ids(words, shift=1):
     ids = np.zeros([1, len(words), MAX_CHARS], np.int32)
     for k, word in enumerate(words):
         if word is not None:
-            ids[0, k] = _word_char_ids(word) + shift
+            ids[0, k] = token_char_ids(word, MAX_CHARS) - 1 + shift
     return ids
-
-
-def _word_char_ids(word):
-    """BOW, the UTF-8 bytes (at most MAX_CHARS - 2), EOW, then padding."""
-    code = np.full(MAX_CHARS, 260, np.int32)
-    data = list(word.encode("utf-8"))[:MAX_CHARS - 2]
-    code[0], code[len(data) + 1] = 258, 259
-    code[1:len(data) + 1] = data
-    return code
 
 
 # every group: short words, up to 15 characters, longer, truncated at 48, empty
