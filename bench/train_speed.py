@@ -214,11 +214,14 @@ def _turn_off_lever(lever: str) -> None:
             output = tf.transpose(tf.stack(outputs), [1, 0, 2])
             return (output + inputs if residual else output), (c, h)
         lm_graph.run_lstm_fixed_steps = unrolled_autodiff
+    elif lever == "transposed_copies":  # backward products with a transpose flag
+        import tensorflow.compat.v1 as tf
+        layers._transposed_copy = tf.transpose   # grappler folds it into the flag
     else:
         raise SystemExit(f"unknown lever {lever!r}; choose from {LEVERS}")
 
 
-LEVERS = ("distinct", "prefix", "unrolled", "lstm_gradient")
+LEVERS = ("distinct", "prefix", "unrolled", "lstm_gradient", "transposed_copies")
 
 
 def run_worker(library: str, config: str, files: dict, n_batches: int, n_warmup: int,
@@ -353,7 +356,9 @@ def main() -> None:
                              "bilm-no-distinct (char CNN on every token), bilm-no-unrolled "
                              "(LSTM in a while loop, as before), bilm-no-lstm_gradient "
                              "(unrolled, TensorFlow's own gradient), bilm-no-prefix "
-                             "(char convolutions over all character positions)")
+                             "(char convolutions over all character positions), "
+                             "bilm-no-transposed_copies (the LSTM gradient's per-step "
+                             "products by a transposed kernel)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
     args = parser.parse_args()

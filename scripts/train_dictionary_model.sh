@@ -7,7 +7,8 @@
 # Run it again after an interruption: finished steps are skipped and training
 # resumes from the last checkpoint (one is written every 1000 batches).
 # EPOCHS=6 bash scripts/train_dictionary_model.sh WORKDIR continues a finished
-# run to 6 epochs in all.
+# run to 6 epochs in all; OPTIONS=FILE trains another config (default
+# scripts/dictionary_model_options.json).
 # Corpus: Debian's wordnet-base (WordNet 3.0 glosses and examples, WordNet
 # license) and dict-gcide (GCIDE, GNU GPL v2+); installed here with apt-get
 # when missing. About 2 hours of training on a 2-core CPU (4 epochs of 5.58M
@@ -16,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/bilm-dictionary-model}
 epochs=${EPOCHS:-4}
+options=${OPTIONS:-scripts/dictionary_model_options.json}
 batch_size=64
 tokens_per_batch=$((batch_size * 20))   # unroll_steps 20
 mkdir -p "$work"
@@ -46,7 +48,7 @@ fi
 train_args=(--train_prefix "$work/data/*/train-*" --vocab_file "$work/vocab.txt"
             --save_dir "$work/checkpoints" --n_gpus 1 --batch_size "$batch_size" --checkpoint_every 1000)
 if [ ! -f "$work/checkpoints/checkpoint" ]; then
-    python bin/train_elmo.py "${train_args[@]}" --options scripts/dictionary_model_options.json \
+    python bin/train_elmo.py "${train_args[@]}" --options "$options" \
         --n_epochs "$epochs"
 else
     # The batches still to run: the whole schedule minus the checkpoint's global step.
