@@ -506,6 +506,10 @@ def test_a_restarted_chief_or_ps_resumes_from_the_last_checkpoint(corpus, tmp_pa
                        f"checkpoint {20 + 40 * len(restored)}")
             cluster.kill(*task)
             restored.append(latest_step(save_dir))
+            if task == ("worker", 0):
+                # gone for more than two of worker 1's 2 s wait logs, however
+                # fast a restarted process would start its server again
+                time.sleep(5)
             cluster.start(*task)
         codes = cluster.wait_for_workers(timeout=90)
         chief_log = log_text(cluster, "worker", 0)
